@@ -1,0 +1,446 @@
+"""Proximal Policy Optimization (PPO-Clip) with GAE for continuous actions, in one file.
+
+PPO alternates between collecting `num_steps` transitions per env with the current Gaussian policy
+and taking several epochs of minibatch gradient steps on a surrogate objective that keeps the new
+policy close to the one that collected the data. Advantages come from Generalized Advantage
+Estimation.
+
+Papers: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", arXiv:1707.06347
+(Eq. 6 plain surrogate, Eq. 7 clipped surrogate, Eq. 8 KL penalty, Eq. 9 combined loss, Eq. 11-12
+truncated GAE, Section 4 adaptive KL coefficient); Schulman et al. 2016, "High-Dimensional
+Continuous Control Using Generalized Advantage Estimation", arXiv:1506.02438 (Eq. 16). The
+continuous-control details (orthogonal init, observation / reward normalization, per-minibatch
+advantage normalization, value clipping, annealed lr, grad clipping) follow Huang et al. 2022,
+"The 37 Implementation Details of PPO" (ICLR blog track). Unlike most references, a time-limit
+truncation bootstraps V(final observation) instead of being treated as a termination.
+
+    python ppo_continuous.py --env-id Hopper-v4
+    python ppo_continuous.py --env-id InvertedPendulum-v4 --total-timesteps 50000 --surrogate adaptive-kl
+    python ppo_continuous.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions import Normal, kl_divergence
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import hopper_envs  # noqa: F401  (registers the CustomHopper-* ids)
+
+SURROGATES = ("clip", "adaptive-kl", "fixed-kl", "none")
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run directory"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for 64-unit networks (measured: 2 threads gain nothing)"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id of an environment with a Box action space"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of training"""
+    learning_rate: float = 3e-4
+    """Adam learning rate (start value when annealed)"""
+    num_envs: int = 1
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    num_steps: int = 2048
+    """steps per environment per rollout"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    num_minibatches: int = 32
+    """minibatches per epoch; must divide num_envs * num_steps"""
+    update_epochs: int = 10
+    """epochs over each rollout"""
+    surrogate: str = "clip"
+    """policy objective: clip (Eq. 7), adaptive-kl or fixed-kl (Eq. 8), none (Eq. 6)"""
+    clip_coef: float = 0.2
+    """epsilon of the clipped surrogate"""
+    kl_beta: float = 1.0
+    """KL penalty coefficient beta (initial value for adaptive-kl)"""
+    kl_target: float = 0.01
+    """d_targ of the adaptive KL penalty"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    clip_vloss: bool = True
+    """clip the value loss around the rollout's values, with clip_coef"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clipping"""
+    target_kl: float | None = None
+    """stop the epochs of an update early once an epoch's mean KL exceeds this"""
+    log_dir: str = "runs"
+    """where run directories are created"""
+    save_model: bool = True
+    """write model.pt into the run directory"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes after training"""
+    checkpoint: str | None = None
+    """load this model.pt and only evaluate it"""
+    capture_video: bool = False
+    """record the evaluation episodes to <run>/videos (needs MUJOCO_GL=egl or osmesa)"""
+    progress: bool = True
+    """show a progress bar when stderr is a terminal"""
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment; raises gymnasium.error.Error for an unknown id."""
+    return gym.make(env_id, render_mode=render_mode)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain `std`, constant bias (Huang et al. 2022, detail 2)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def normalize_obs(obs: np.ndarray, obs_rms: RunningMeanStd, clip: float = 10.0) -> torch.Tensor:
+    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip) with the running statistics as they are.
+
+    obs: (B, obs_dim) raw observations; returns a float32 tensor of the same shape. Never updates
+    obs_rms: the rollout updates it explicitly, evaluation leaves it frozen (Huang et al. 2022,
+    details 4-5 of the continuous-control list).
+    """
+    return torch.from_numpy(np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32))
+
+
+def rms_to_tensors(obs_rms: RunningMeanStd) -> dict[str, torch.Tensor]:
+    """The normalizer's mean (obs_dim,), var (obs_dim,) and count () as float64 tensors for model.pt."""
+    return {k: torch.as_tensor(np.asarray(getattr(obs_rms, k), dtype=np.float64)) for k in ("mean", "var", "count")}
+
+
+def rms_from_tensors(state: dict[str, torch.Tensor]) -> RunningMeanStd:
+    """Inverse of rms_to_tensors."""
+    obs_rms = RunningMeanStd(shape=tuple(state["mean"].shape))
+    obs_rms.mean, obs_rms.var, obs_rms.count = state["mean"].numpy(), state["var"].numpy(), float(state["count"])
+    return obs_rms
+
+
+class Agent(nn.Module):
+    """Separate 64-64 tanh actor and critic; Gaussian policy with a state-independent log-std.
+
+    `value` and `dist` take normalized observations (see normalize_obs).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) for normalized obs (B, obs_dim) -> (B,)."""
+        return self.critic(obs).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> Normal:
+        """pi(.|s) for normalized obs (B, obs_dim): a Normal with batch shape (B, act_dim)."""
+        mean = self.actor_mean(obs)
+        return Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+
+
+def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
+    """Generalized advantage estimates and lambda-returns over a rollout.
+
+    rewards, values, next_values, terminated, dones: tensors of shape (T, N). next_values[t] is
+    V(s_{t+1}) of the true next state: V(final observation) when an episode ended at t. terminated
+    marks true terminal states (no bootstrap); dones = terminated | truncated cuts the sum.
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)     (PPO paper Eq. 12)
+    A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}                (Eq. 11; GAE paper Eq. 16)
+    Returns (advantages, returns = advantages + values), both (T, N), in reward units.
+    """
+    not_terminated, not_done = 1.0 - terminated.float(), 1.0 - dones.float()
+    deltas = rewards + gamma * not_terminated * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def policy_loss(surrogate: str, ratio, advantages, kl, clip_coef: float, kl_beta: float) -> torch.Tensor:
+    """Negative surrogate objective to minimize (scalar).
+
+    ratio = pi(a|s) / pi_old(a|s), advantages and kl = KL[pi_old(.|s), pi(.|s)]: shape (B,).
+    clip: -E[min(r A, clip(r, 1-eps, 1+eps) A)] (Eq. 7); fixed-kl / adaptive-kl:
+    -E[r A - beta KL] (Eq. 8); none: -E[r A] (Eq. 6). Raises ValueError for another name.
+    """
+    if surrogate == "clip":
+        return -torch.min(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages).mean()
+    if surrogate in ("fixed-kl", "adaptive-kl"):
+        return -(ratio * advantages - kl_beta * kl).mean()
+    if surrogate == "none":
+        return -(ratio * advantages).mean()
+    raise ValueError(f"unknown surrogate {surrogate!r}, expected one of {SURROGATES}")
+
+
+def adapt_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
+    """PPO paper Section 4: halve beta if KL < d_targ / 1.5, double it if KL > d_targ * 1.5."""
+    if kl < kl_target / 1.5:
+        return kl_beta / 2
+    if kl > kl_target * 1.5:
+        return kl_beta * 2
+    return kl_beta
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, seed: int,
+             video_dir: str | None = None) -> list[float]:
+    """Returns of `episodes` deterministic (mean-action) episodes, frozen normalization.
+
+    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
+    """
+    env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
+    low, high = env.action_space.low, env.action_space.high
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + 10**6 + k)
+        done, total = False, 0.0
+        while not done:
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def check_args(args: Args) -> tuple[int, int]:
+    """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
+    if args.env_id not in gym.registry:
+        fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
+    env = make_env(args.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box):
+        fail(f"{args.env_id} has a {type(act_space).__name__} action space (this script needs a continuous Box)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
+    if args.surrogate not in SURROGATES:
+        fail(f"unknown surrogate {args.surrogate!r} (choose one of {', '.join(SURROGATES)})")
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if (args.num_envs * args.num_steps) % args.num_minibatches:
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
+             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
+    return obs_space.shape[0], act_space.shape[0]
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int) -> tuple[Agent, RunningMeanStd]:
+    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+        state, obs_rms = checkpoint["agent"], rms_from_tensors(checkpoint["obs_rms"])
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
+    agent = Agent(obs_dim, act_dim)
+    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != shapes or obs_rms.mean.shape != (obs_dim,):
+        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+    agent.load_state_dict(state)
+    return agent, obs_rms
+
+
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, train_returns: deque) -> int:
+    """PPO's outer loop (Algorithm 1 of the PPO paper); updates agent and obs_rms in place.
+
+    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    """
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
+    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    # fused=True: one kernel for all parameters, ~20% faster updates on CPU (same math as Adam).
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+
+    T, N = args.num_steps, args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = max(1, args.total_timesteps // batch_size)
+    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
+    actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
+    means = torch.zeros_like(actions)
+    logprobs, rewards, values, final_values = (torch.zeros((T, N)) for _ in range(4))
+    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+    kl_beta = args.kl_beta
+
+    global_step, start = 0, time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    for iteration in range(num_iterations):
+        lr = args.learning_rate * (1.0 - iteration / num_iterations if args.anneal_lr else 1.0)
+        optimizer.param_groups[0]["lr"] = lr
+
+        with torch.inference_mode():
+            for step in range(T):
+                obs_rms.update(next_obs)
+                obs[step] = normalize_obs(next_obs, obs_rms)
+                dist = agent.dist(obs[step])
+                actions[step] = dist.sample()
+                means[step] = dist.loc
+                logprobs[step] = dist.log_prob(actions[step]).sum(-1)
+                values[step] = agent.value(obs[step])
+                # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
+                # it clipped to the action bounds.
+                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions[step].numpy(), low, high))
+                global_step += N
+                rewards[step] = torch.as_tensor(reward)
+                terminated[step], dones[step] = torch.as_tensor(term), torch.as_tensor(term | trunc)
+                final_values[step] = 0.0
+                for i in np.flatnonzero(trunc & ~term):  # time limit: bootstrap V(final observation)
+                    final_values[step, i] = agent.value(normalize_obs(infos["final_obs"][i][None], obs_rms))[0]
+                for i in np.flatnonzero(infos.get("_episode", ())):
+                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                    train_returns.append(r)
+                    writer.add_scalar("charts/episodic_return", r, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
+            last_value = agent.value(normalize_obs(next_obs, obs_rms))
+            next_values = torch.where(dones, final_values, torch.cat([values[1:], last_value.unsqueeze(0)]))
+            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
+                                              args.gamma, args.gae_lambda)
+
+        b_obs, b_actions, b_means = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1), means.reshape(batch_size, -1)
+        b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
+        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
+        old_std = agent.actor_logstd.detach().exp().expand(batch_size, -1).clone()
+        stats = []
+        for epoch in range(args.update_epochs):
+            epoch_kl = []
+            for mb in torch.randperm(batch_size).split(minibatch_size):
+                dist = agent.dist(b_obs[mb])
+                logprob = dist.log_prob(b_actions[mb]).sum(-1)
+                ratio = (logprob - b_logprobs[mb]).exp()
+                kl = kl_divergence(Normal(b_means[mb], old_std[mb]), dist).sum(-1)
+                mb_adv = b_advantages[mb]
+                if args.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = policy_loss(args.surrogate, ratio, mb_adv, kl, args.clip_coef, kl_beta)
+                new_value = agent.value(b_obs[mb])
+                v_loss = (new_value - b_returns[mb]) ** 2
+                if args.clip_vloss:  # Huang et al. 2022, detail 9
+                    v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = torch.max(v_loss, (v_clipped - b_returns[mb]) ** 2)
+                v_loss = 0.5 * v_loss.mean()
+                entropy = dist.entropy().sum(-1).mean()
+                loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss  # Eq. 9 (signs for descent)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                stats.append(torch.stack([pg_loss, v_loss, entropy, kl.mean(), clipfrac]).detach())
+                epoch_kl.append(stats[-1][3])
+            if args.target_kl is not None and torch.stack(epoch_kl).mean() > args.target_kl:
+                break
+        if args.surrogate == "adaptive-kl":
+            with torch.inference_mode():
+                kl_full = kl_divergence(Normal(b_means, old_std), agent.dist(b_obs)).sum(-1).mean()
+            kl_beta = adapt_kl_beta(kl_beta, float(kl_full), args.kl_target)
+
+        pg, vl, ent, approx_kl, clipfrac = torch.stack(stats).mean(0).tolist()
+        var_returns = b_returns.var()
+        explained_var = float("nan") if var_returns == 0 else float(1 - (b_returns - b_values).var() / var_returns)
+        sps = int(global_step / (time.time() - start))
+        for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg),
+                           ("losses/value_loss", vl), ("losses/entropy", ent), ("losses/approx_kl", approx_kl),
+                           ("losses/clipfrac", clipfrac), ("losses/explained_variance", explained_var),
+                           ("charts/update_epochs", epoch + 1), ("charts/kl_beta", kl_beta)):
+            writer.add_scalar(tag, value, global_step)
+        bar.update(batch_size)
+        bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+    bar.close()
+    envs.close()
+    return global_step
+
+
+def main(args: Args) -> dict:
+    obs_dim, act_dim = check_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.torch_threads)
+    if args.checkpoint:
+        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim)
+    else:
+        agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+
+    run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    train_returns: deque[float] = deque(maxlen=100)
+    global_step, start = 0, time.time()
+    if not args.checkpoint:
+        global_step = train(args, agent, obs_rms, writer, train_returns)
+        if args.save_model:
+            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms), "args": asdict(args)},
+                       os.path.join(run_dir, "model.pt"))
+
+    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
+                       os.path.join(run_dir, "videos") if args.capture_video else None)
+    for k, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, k)
+    result = {
+        "env_id": args.env_id, "episodes": len(returns), "returns": returns,
+        "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
+        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
+        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+    }
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    writer.close()
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
