@@ -21,12 +21,14 @@ truncation bootstraps V(final observation) instead of being treated as a termina
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
 import random
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -253,7 +255,9 @@ def check_args(args: Args) -> tuple[int, int]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
-    env = make_env(args.env_id)
+    with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
+        warnings.simplefilter("ignore")
+        env = make_env(args.env_id)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     if not isinstance(act_space, gym.spaces.Box):
@@ -265,6 +269,8 @@ def check_args(args: Args) -> tuple[int, int]:
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        fail("--capture-video needs moviepy (pip install moviepy; headless also set MUJOCO_GL=egl)")
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if (args.num_envs * args.num_steps) % args.num_minibatches:

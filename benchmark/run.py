@@ -1,0 +1,209 @@
+"""Run one of our algorithms (and optionally its Stable-Baselines3 peer) over seeds; tabulate and plot.
+
+Each (implementation, seed) is a subprocess whose wall time and peak memory (max RSS, from wait4)
+are recorded in job.json beside its logs; a job with a job.json that exited 0 is not run again,
+so an interrupted benchmark resumes. With --peer, ours and the peer of the same seed are queued
+next to each other, so with --jobs 2 they run at the same time under the same load: their SPS
+ratio is a fair speed comparison. Results: <results-dir>/<name>.csv (one row per run),
+<name>.md (the table, the command, commit, date and machine) and <name>.png (learning curves,
+mean +- std over seeds).
+
+    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 1000000 --seeds 1 2 3 --peer
+    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --name ppo-Hopper-v4-speed
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import matplotlib
+import numpy as np
+import tyro
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = {"ppo": "ppo_continuous.py"}
+PEERS = {"ppo": "SB3 PPO"}
+
+
+@dataclass
+class Args:
+    algo: Literal["ppo"] = "ppo"
+    """our script to benchmark"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id"""
+    total_timesteps: int = 1_000_000
+    """training steps per run"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """seeds, one run each (per implementation)"""
+    peer: bool = False
+    """also run the Stable-Baselines3 peer with the same settings"""
+    jobs: int = 2
+    """runs at once (the machine has 2 cores)"""
+    eval_episodes: int = 50
+    """deterministic evaluation episodes after training"""
+    name: str | None = None
+    """results file stem; default <algo>-<env-id>"""
+    runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
+    """where each run's logs go (not committed)"""
+    results_dir: str = os.path.join(ROOT, "benchmark", "results")
+    """where the csv / md / png go (committed)"""
+
+
+def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
+    common = ["--env-id", args.env_id, "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
+              "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir]
+    if impl == "ours":
+        return [sys.executable, os.path.join(ROOT, SCRIPTS[args.algo]), "--no-progress", *common]
+    return [sys.executable, os.path.join(ROOT, "benchmark", "sb3_peer.py"), "--algo", args.algo, *common]
+
+
+def run_job(command: list[str], job_dir: str) -> dict:
+    """Run one command to completion; record wall seconds and its own peak RSS (MiB) in job.json."""
+    done = os.path.join(job_dir, "job.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            job = json.load(f)
+        if job["returncode"] == 0:
+            return job
+    os.makedirs(job_dir, exist_ok=True)
+    start = datetime.datetime.now().timestamp()
+    with open(os.path.join(job_dir, "output.log"), "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+    job = {"command": command, "returncode": os.waitstatus_to_exitcode(status),
+           "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+    with open(done, "w") as f:
+        json.dump(job, f, indent=2)
+    return job
+
+
+def training_curve(impl: str, job_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, returns) of every finished training episode, raw returns, x = env steps at its end."""
+    if impl == "ours":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        (run_dir,) = glob.glob(os.path.join(job_dir, "*__*"))
+        events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+        events.Reload()
+        points = events.Scalars("charts/episodic_return")
+        return np.array([p.step for p in points]), np.array([p.value for p in points])
+    data = np.genfromtxt(glob.glob(os.path.join(job_dir, "*monitor.csv"))[0], delimiter=",", skip_header=2)
+    data = data.reshape(-1, 3)
+    return np.cumsum(data[:, 1]), data[:, 0]
+
+
+def eval_result(job_dir: str) -> dict:
+    (path,) = glob.glob(os.path.join(job_dir, "eval.json")) or glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
+    with open(path) as f:
+        return json.load(f)
+
+
+def ours_sps(job_dir: str) -> float:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    (run_dir,) = glob.glob(os.path.join(job_dir, "*__*"))
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return float(events.Scalars("charts/SPS")[-1].value)
+
+
+def mean_std(values) -> str:
+    return f"{np.mean(values):.0f} ± {np.std(values):.0f}"
+
+
+def main(args: Args) -> None:
+    name = args.name or f"{args.algo}-{args.env_id}"
+    impls = ["ours", "peer"] if args.peer else ["ours"]
+    queue = [(impl, seed) for seed in args.seeds for impl in impls]  # ours and peer of a seed side by side
+    job_dirs = {key: os.path.join(args.runs_dir, name, key[0], f"seed{key[1]}") for key in queue}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key]) for key in queue}
+        jobs = {key: future.result() for key, future in futures.items()}
+    failed = [f"{impl} seed {seed}" for (impl, seed), job in jobs.items() if job["returncode"] != 0]
+    if failed:
+        sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{name})")
+
+    rows, curves = [], {impl: [] for impl in impls}
+    for impl, seed in queue:
+        job_dir, job = job_dirs[impl, seed], jobs[impl, seed]
+        steps, returns = training_curve(impl, job_dir)
+        curves[impl].append((steps, returns))
+        result = eval_result(job_dir)
+        rows.append({"impl": "ours" if impl == "ours" else PEERS[args.algo], "seed": seed,
+                     "total_timesteps": args.total_timesteps,
+                     "train_return_last100": round(float(np.mean(returns[-100:])), 1),
+                     "eval_mean": round(result["mean"], 1), "eval_std": round(result["std"], 1),
+                     "eval_episodes": result["episodes"],
+                     "sps": round(ours_sps(job_dir) if impl == "ours" else result["sps"], 1),
+                     "wall_seconds": round(job["wall_seconds"], 1), "peak_rss_mb": round(job["peak_rss_mb"], 1)})
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, f"{name}.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(curves, args, name)
+    write_summary(rows, args, name)
+
+
+def plot(curves: dict, args: Args, name: str) -> None:
+    """Mean +- std over seeds of the 20-episode moving average, on a common grid of env steps."""
+    grid = np.linspace(0, args.total_timesteps, 200)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for impl, runs in curves.items():
+        smoothed = []
+        for steps, returns in runs:
+            window = min(20, len(returns))
+            average = np.convolve(returns, np.ones(window) / window, mode="valid")
+            smoothed.append(np.interp(grid, steps[window - 1:], average, left=np.nan))
+        mean, std = np.nanmean(smoothed, 0), np.nanstd(smoothed, 0)
+        label = f"{'ours' if impl == 'ours' else PEERS[args.algo]} ({len(runs)} seeds)"
+        ax.plot(grid, mean, label=label)
+        ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+    ax.set(xlabel="environment steps", ylabel="training episodic return (20-episode mean)",
+           title=f"{args.algo} on {args.env_id}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.results_dir, f"{name}.png"), dpi=100)
+    plt.close(fig)
+
+
+def write_summary(rows: list[dict], args: Args, name: str) -> None:
+    """<name>.md: per-implementation mean ± std over seeds, the SPS ratio, and how it was made."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = [f"# {args.algo} on {args.env_id}, {args.total_timesteps} steps, seeds {args.seeds}", "",
+             f"Made by `python benchmark/run.py {' '.join(sys.argv[1:])}` at commit {commit or 'unknown'} on "
+             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+             f"{args.jobs} runs at a time.", "",
+             "| implementation | last-100 training return | deterministic eval | SPS | wall s | peak MiB |",
+             "|---|---|---|---|---|---|"]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    for impl in impls:
+        mine = [r for r in rows if r["impl"] == impl]
+        lines.append(f"| {impl} | {mean_std([r['train_return_last100'] for r in mine])} | "
+                     f"{mean_std([r['eval_mean'] for r in mine])} | {mean_std([r['sps'] for r in mine])} | "
+                     f"{mean_std([r['wall_seconds'] for r in mine])} | {max(r['peak_rss_mb'] for r in mine):.0f} |")
+    if len(impls) == 2:
+        ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
+        lines += ["", f"SPS ratio ours / {impls[1]}, per seed (run side by side): "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}."]
+    lines += ["", f"Mean ± std over seeds; deterministic evaluation = {args.eval_episodes} episodes with frozen "
+              "observation normalization. Per-run numbers: the .csv beside this file."]
+    with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,84 @@
+"""The Stable-Baselines3 peer of one of our scripts, with the same settings, for benchmark/run.py.
+
+Writes into --log-dir: monitor.csv (SB3's Monitor: one row per training episode, raw return r and
+length l) and eval.json in our scripts' format (deterministic evaluation with frozen observation
+normalization on seeds seed + 10**6 + k, training SPS = steps / seconds spent in learn()).
+
+    python benchmark/sb3_peer.py --algo ppo --env-id Hopper-v4 --seed 1 --log-dir /tmp/peer
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+
+@dataclass
+class Args:
+    algo: Literal["ppo"] = "ppo"
+    """which of our scripts to match"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id"""
+    seed: int = 1
+    """seed of the model and the environments"""
+    total_timesteps: int = 1_000_000
+    """training steps"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes after training"""
+    log_dir: str = "runs/sb3"
+    """directory for monitor.csv and eval.json"""
+
+
+def ppo(env, args: Args) -> PPO:
+    """SB3 PPO with ppo_continuous.py's defaults: 2048 x 1 env, 10 epochs of 32 minibatches (64
+    samples), linear lr 3e-4 -> 0, gamma 0.99, lambda 0.95, clip 0.2 for policy and value, no
+    entropy bonus, vf_coef 0.5, grad norm 0.5, separate 64-64 tanh nets, orthogonal init, log-std 0."""
+    return PPO("MlpPolicy", env, n_steps=2048, batch_size=64, n_epochs=10, learning_rate=lambda f: 3e-4 * f,
+               gamma=0.99, gae_lambda=0.95, clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=0.5,
+               max_grad_norm=0.5, seed=args.seed, device="cpu",
+               policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh,
+                                  log_std_init=0.0, ortho_init=True))
+
+
+def main(args: Args) -> None:
+    torch.set_num_threads(1)  # as our scripts do
+    os.makedirs(args.log_dir, exist_ok=True)
+    env = VecNormalize(make_vec_env(args.env_id, n_envs=1, seed=args.seed, monitor_dir=args.log_dir),
+                       gamma=0.99, clip_obs=10.0, clip_reward=10.0)
+    model = {"ppo": ppo}[args.algo](env, args)
+    start = time.time()
+    model.learn(total_timesteps=args.total_timesteps)
+    train_seconds = time.time() - start
+
+    eval_env = VecNormalize(make_vec_env(args.env_id, n_envs=1), training=False, norm_reward=False)
+    eval_env.obs_rms = env.obs_rms  # frozen training statistics
+    returns = []
+    for k in range(args.eval_episodes):
+        eval_env.seed(args.seed + 10**6 + k)
+        obs, done, total = eval_env.reset(), False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, dones, _ = eval_env.step(action)
+            total, done = total + float(reward[0]), bool(dones[0])
+        returns.append(total)
+    result = {"env_id": args.env_id, "episodes": len(returns), "returns": returns,
+              "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
+              "global_step": int(model.num_timesteps), "sps": model.num_timesteps / train_seconds,
+              "wall_seconds": time.time() - start}
+    with open(os.path.join(args.log_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

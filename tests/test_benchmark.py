@@ -1,0 +1,35 @@
+"""benchmark/run.py end to end on a tiny budget: it runs our script and writes CSV, MD and PNG."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_harness_runs_ours_and_writes_results(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmark" / "run.py"), "--algo", "ppo", "--env-id", "InvertedPendulum-v4",
+               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "tiny",
+               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+    with open(tmp_path / "results" / "tiny.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["impl"] == "ours" and row["seed"] == "1" and row["eval_episodes"] == "2"
+    for column in ("train_return_last100", "eval_mean", "eval_std", "sps", "wall_seconds", "peak_rss_mb"):
+        assert float(row[column]) >= 0, column
+    assert float(row["sps"]) > 0 and float(row["peak_rss_mb"]) > 50  # a python + torch process
+    assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "results" / "tiny.md").read_text()
+    assert "benchmark/run.py" in summary and "| ours |" in summary
+
+    # A finished job is not run again: a second call reuses it (and so takes no training time).
+    job = tmp_path / "runs" / "tiny" / "ours" / "seed1" / "job.json"
+    stamp = job.stat().st_mtime_ns
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    assert job.stat().st_mtime_ns == stamp
