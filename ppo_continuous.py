@@ -106,7 +106,7 @@ class Args:
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
     capture_video: bool = False
-    """record the evaluation episodes to <run>/videos (needs MUJOCO_GL=egl or osmesa)"""
+    """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
     """show a progress bar when stderr is a terminal"""
 
@@ -269,8 +269,10 @@ def check_args(args: Args) -> tuple[int, int]:
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.capture_video and importlib.util.find_spec("moviepy") is None:
-        fail("--capture-video needs moviepy (pip install moviepy; headless also set MUJOCO_GL=egl)")
+    if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:
+            fail("--capture-video needs moviepy (pip install -r requirements.txt)")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
@@ -313,9 +315,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = max(1, args.total_timesteps // batch_size)
     obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
+    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
     actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
-    means = torch.zeros_like(actions)
-    logprobs, rewards, values, final_values = (torch.zeros((T, N)) for _ in range(4))
+    rewards = torch.zeros((T, N))
     terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
     kl_beta = args.kl_beta
 
@@ -330,27 +332,28 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
             for step in range(T):
                 obs_rms.update(next_obs)
                 obs[step] = normalize_obs(next_obs, obs_rms)
-                dist = agent.dist(obs[step])
-                actions[step] = dist.sample()
-                means[step] = dist.loc
-                logprobs[step] = dist.log_prob(actions[step]).sum(-1)
-                values[step] = agent.value(obs[step])
+                actions[step] = agent.dist(obs[step]).sample()
                 # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
                 # it clipped to the action bounds.
                 next_obs, reward, term, trunc, infos = envs.step(np.clip(actions[step].numpy(), low, high))
                 global_step += N
                 rewards[step] = torch.as_tensor(reward)
                 terminated[step], dones[step] = torch.as_tensor(term), torch.as_tensor(term | trunc)
-                final_values[step] = 0.0
-                for i in np.flatnonzero(trunc & ~term):  # time limit: bootstrap V(final observation)
-                    final_values[step, i] = agent.value(normalize_obs(infos["final_obs"][i][None], obs_rms))[0]
+                for i in np.flatnonzero(term | trunc):  # next_obs[i] already starts the next episode
+                    final_obs[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0]
                 for i in np.flatnonzero(infos.get("_episode", ())):
                     r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
                     train_returns.append(r)
                     writer.add_scalar("charts/episodic_return", r, global_step)
                     writer.add_scalar("charts/episodic_length", length, global_step)
+            # The networks did not change during the rollout: evaluate them once on the whole batch
+            # (one batched forward instead of T small ones).
+            dist = agent.dist(obs)
+            logprobs, means, values = dist.log_prob(actions).sum(-1), dist.loc, agent.value(obs)
+            # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+            # (used at a time-limit truncation; compute_gae ignores it after a termination).
             last_value = agent.value(normalize_obs(next_obs, obs_rms))
-            next_values = torch.where(dones, final_values, torch.cat([values[1:], last_value.unsqueeze(0)]))
+            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
             advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
                                               args.gamma, args.gae_lambda)
 

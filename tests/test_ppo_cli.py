@@ -91,3 +91,11 @@ def test_checkpoint_for_another_env_exits_2(hopper_run, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not match" in lines[0], result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_capture_video_records_each_evaluation_episode(tmp_path):
+    result = run("--env-id", "Hopper-v4", "--total-timesteps", "2048", "--eval-episodes", "2", "--capture-video",
+                 "--no-save-model", "--log-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    videos = sorted((next(tmp_path.iterdir()) / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
