@@ -43,7 +43,7 @@ def validate_mass_bounds(bounds: Mapping[str, tuple[float, float]]) -> dict[str,
     two numbers 0 < low <= high. Raises ValueError naming the body and the values otherwise.
     """
     if not isinstance(bounds, Mapping):
-        raise ValueError(f"mass bounds must map body -> (low, high), got {bounds!r}")
+        raise TypeError(f"mass bounds must map body -> (low, high), got {bounds!r}")
     unknown = sorted(set(bounds) - set(RANDOMIZED_BODIES))
     missing = [b for b in RANDOMIZED_BODIES if b not in bounds]
     if unknown or missing:
@@ -131,12 +131,15 @@ class CustomHopper(HopperEnv):
 def _hopper(env: gym.Env | gym.vector.VectorEnv) -> CustomHopper:
     base = env.unwrapped
     if not isinstance(base, CustomHopper):
-        raise ValueError(f"expected a CustomHopper-* env, got {type(base).__name__}")
+        raise TypeError(f"expected a CustomHopper-* env, got {type(base).__name__}")
     return base
 
 
 def get_masses(env: gym.Env) -> dict[str, float]:
-    """Masses in kg of a (wrapped) CustomHopper env: ``{torso, thigh, leg, foot: float}``."""
+    """Masses in kg of a (wrapped) CustomHopper env: ``{torso, thigh, leg, foot: float}``.
+
+    Raises TypeError if env is not a CustomHopper-* env.
+    """
     return _hopper(env).masses()
 
 

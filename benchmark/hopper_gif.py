@@ -16,7 +16,7 @@ import tyro
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppo_continuous as ppo  # noqa: E402
+import ppo_continuous as ppo
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 import tyro
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"ppo": "ppo_continuous.py"}
@@ -79,15 +79,24 @@ def run_job(command: list[str], job_dir: str) -> dict:
         if job["returncode"] == 0:
             return job
     os.makedirs(job_dir, exist_ok=True)
+    commit = git_commit()
     start = datetime.datetime.now().timestamp()
     with open(os.path.join(job_dir, "output.log"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
-    job = {"command": command, "returncode": os.waitstatus_to_exitcode(status),
+    job = {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status),
            "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
     with open(done, "w") as f:
         json.dump(job, f, indent=2)
     return job
+
+
+def git_commit() -> str:
+    """Short hash of HEAD, with "+dirty" if tracked files differ from it (the code a job runs)."""
+    def git(*words):
+        return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def training_curve(impl: str, job_dir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +162,7 @@ def main(args: Args) -> None:
         writer.writeheader()
         writer.writerows(rows)
     plot(curves, args, name)
-    write_summary(rows, args, name)
+    write_summary(rows, sorted({job.get("commit", "unknown") for job in jobs.values()}), args, name)
 
 
 def plot(curves: dict, args: Args, name: str) -> None:
@@ -179,13 +188,12 @@ def plot(curves: dict, args: Args, name: str) -> None:
     plt.close(fig)
 
 
-def write_summary(rows: list[dict], args: Args, name: str) -> None:
+def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -> None:
     """<name>.md: per-implementation mean ± std over seeds, the SPS ratio, and how it was made."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    lines = [f"# {args.algo} on {args.env_id}, {args.total_timesteps} steps, seeds {args.seeds}", "",
-             f"Made by `python benchmark/run.py {' '.join(sys.argv[1:])}` at commit {commit or 'unknown'} on "
-             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-             f"{args.jobs} runs at a time.", "",
+    made = (f"Made by `python benchmark/run.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
+            f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+            f"{args.jobs} runs at a time.")
+    lines = [f"# {args.algo} on {args.env_id}, {args.total_timesteps} steps, seeds {args.seeds}", "", made, "",
              "| implementation | last-100 training return | deterministic eval | SPS | wall s | peak MiB |",
              "|---|---|---|---|---|---|"]
     impls = list(dict.fromkeys(r["impl"] for r in rows))
@@ -196,10 +204,10 @@ def write_summary(rows: list[dict], args: Args, name: str) -> None:
                      f"{mean_std([r['wall_seconds'] for r in mine])} | {max(r['peak_rss_mb'] for r in mine):.0f} |")
     if len(impls) == 2:
         ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
-        lines += ["", f"SPS ratio ours / {impls[1]}, per seed (run side by side): "
-                  f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}."]
-    lines += ["", f"Mean ± std over seeds; deterministic evaluation = {args.eval_episodes} episodes with frozen "
-              "observation normalization. Per-run numbers: the .csv beside this file."]
+        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (run side by side): "
+                       f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}.")]
+    lines += ["", (f"Mean ± std over seeds; deterministic evaluation = {args.eval_episodes} episodes with frozen "
+                   "observation normalization. Per-run numbers: the .csv beside this file.")]
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

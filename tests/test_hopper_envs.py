@@ -135,5 +135,5 @@ def test_bad_masses_and_wrong_domain_raise_value_error():
         hopper_envs.set_masses(make("target"), {"head": 1.0})
     with pytest.raises(ValueError, match="udr"):
         hopper_envs.set_mass_bounds(make("source"), UDR_BOUNDS)
-    with pytest.raises(ValueError, match="CustomHopper"):
+    with pytest.raises(TypeError, match="CustomHopper"):
         hopper_envs.get_masses(gym.make("InvertedPendulum-v4"))

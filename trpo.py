@@ -1,0 +1,487 @@
+"""Trust Region Policy Optimization (TRPO) with GAE for continuous actions, in one file.
+
+TRPO collects a batch with the current Gaussian policy, then takes the largest step on the
+importance-sampled surrogate that keeps the mean KL divergence to the old policy under `max_kl`:
+the natural-gradient direction F^-1 g comes from conjugate gradient on Fisher-vector products
+(double back-propagation of the mean KL, no explicit Fisher matrix), is scaled to the KL bound,
+and a backtracking line search accepts the first step that improves the surrogate and satisfies
+the bound on the exact KL. The value function is fitted separately by minibatch Adam regression.
+
+Papers: Schulman et al. 2015, "Trust Region Policy Optimization", arXiv:1502.05477 (Eq. 14 the
+constrained problem; Appendix C: conjugate gradient on Fisher-vector products, step length
+beta = sqrt(2 delta / s^T A s), line search); Schulman et al. 2016, arXiv:1506.02438 (GAE, Eq. 16).
+Observation / reward normalization and a time-limit truncation that bootstraps V(final
+observation) are as in ppo_continuous.py.
+
+    python trpo.py --env-id Hopper-v4
+    python trpo.py --env-id InvertedPendulum-v4 --total-timesteps 50000
+    python trpo.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import random
+import sys
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import hopper_envs  # noqa: F401  (registers the CustomHopper-* ids)
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run directory"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for 64-unit networks"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id of an environment with a Box action space"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of training"""
+    num_envs: int = 2
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    num_steps: int = 1024
+    """steps per environment per policy update"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    max_kl: float = 0.01
+    """trust region: bound delta on the mean KL(pi_old || pi) of a policy step"""
+    cg_iters: int = 10
+    """conjugate-gradient iterations for F^-1 g"""
+    cg_damping: float = 0.1
+    """added to the Fisher: (F + damping I) v, keeps CG well conditioned"""
+    line_search_steps: int = 10
+    """backtracking steps before the update is rejected"""
+    backtrack_coef: float = 0.8
+    """step shrink factor per backtracking step"""
+    norm_adv: bool = True
+    """normalize advantages over the batch"""
+    vf_lr: float = 1e-3
+    """Adam learning rate of the value function (the policy step has no learning rate)"""
+    vf_iters: int = 20
+    """epochs of value-function regression per batch (20: rl-zoo's TRPO Hopper setting)"""
+    vf_minibatches: int = 16
+    """minibatches per value-function epoch; must divide num_envs * num_steps"""
+    log_dir: str = "runs"
+    """where run directories are created"""
+    save_model: bool = True
+    """write model.pt into the run directory"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes after training"""
+    checkpoint: str | None = None
+    """load this model.pt and only evaluate it"""
+    capture_video: bool = False
+    """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
+    progress: bool = True
+    """show a progress bar when stderr is a terminal"""
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment; raises gymnasium.error.Error for an unknown id."""
+    return gym.make(env_id, render_mode=render_mode)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain `std`, constant bias (Huang et al. 2022, detail 2)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def normalize_obs(obs: np.ndarray, obs_rms: RunningMeanStd, clip: float = 10.0) -> torch.Tensor:
+    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip) with the running statistics as they are.
+
+    obs: (B, obs_dim) raw observations; returns a float32 tensor of the same shape. Never updates
+    obs_rms: the rollout updates it explicitly, evaluation leaves it frozen (Huang et al. 2022,
+    details 4-5 of the continuous-control list).
+    """
+    return torch.from_numpy(np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32))
+
+
+def rms_to_tensors(obs_rms: RunningMeanStd) -> dict[str, torch.Tensor]:
+    """The normalizer's mean (obs_dim,), var (obs_dim,) and count () as float64 tensors for model.pt."""
+    return {k: torch.as_tensor(np.asarray(getattr(obs_rms, k), dtype=np.float64)) for k in ("mean", "var", "count")}
+
+
+def rms_from_tensors(state: dict[str, torch.Tensor]) -> RunningMeanStd:
+    """Inverse of rms_to_tensors."""
+    obs_rms = RunningMeanStd(shape=tuple(state["mean"].shape))
+    obs_rms.mean, obs_rms.var, obs_rms.count = state["mean"].numpy(), state["var"].numpy(), float(state["count"])
+    return obs_rms
+
+
+class Agent(nn.Module):
+    """Separate 64-64 tanh actor and critic; Gaussian policy with a state-independent log-std.
+
+    `value` and `dist` take normalized observations (see normalize_obs).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(act_dim))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) for normalized obs (B, obs_dim) -> (B,)."""
+        return self.critic(obs).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> Normal:
+        """pi(.|s) for normalized obs (B, obs_dim): a Normal with batch shape (B, act_dim)."""
+        mean = self.actor_mean(obs)
+        return Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+
+
+def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
+    """Generalized advantage estimates and lambda-returns over a rollout.
+
+    rewards, values, next_values, terminated, dones: tensors of shape (T, N). next_values[t] is
+    V(s_{t+1}) of the true next state: V(final observation) when an episode ended at t. terminated
+    marks true terminal states (no bootstrap); dones = terminated | truncated cuts the sum.
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)     (PPO paper Eq. 12)
+    A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}                (Eq. 11; GAE paper Eq. 16)
+    Returns (advantages, returns = advantages + values), both (T, N), in reward units.
+    """
+    not_terminated, not_done = 1.0 - terminated.float(), 1.0 - dones.float()
+    deltas = rewards + gamma * not_terminated * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def flat_grad(output: torch.Tensor, params: list[nn.Parameter], **kwargs) -> torch.Tensor:
+    """d output / d params as one flat vector of shape (P,), P = total parameter count."""
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(output, params, **kwargs)])
+
+
+def conjugate_gradient(Avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
+                       residual_tol: float = 1e-10) -> torch.Tensor:
+    """Approximately solve A x = b for symmetric positive-definite A given only v -> A v.
+
+    b: (P,). Returns x: (P,). Stops early once the squared residual is below residual_tol.
+    Source: Nocedal & Wright (2006), Algorithm 5.2; TRPO paper Appendix C uses it with A = F.
+    """
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()  # residual b - A x and search direction, with x = 0
+    rr = r @ r
+    for _ in range(iters):
+        if rr < residual_tol:
+            break
+        Ap = Avp(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def fisher_vector_product(kl_grad: torch.Tensor, params: list[nn.Parameter], v: torch.Tensor,
+                          damping: float) -> torch.Tensor:
+    """(F + damping I) v by double back-propagation, F = Hessian of the mean KL at theta_old.
+
+    kl_grad: (P,) gradient of mean KL(pi_old || pi_theta) w.r.t. params, built with
+    create_graph=True at theta = theta_old (its value is 0; its derivative is F). v: (P,).
+    Returns (P,). Source: TRPO paper Appendix C ("analytically computing the Hessian of KL").
+    """
+    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
+
+
+def line_search(params: list[nn.Parameter], full_step: torch.Tensor,
+                evaluate_step: Callable[[], tuple[float, float]], max_kl: float, max_steps: int,
+                backtrack_coef: float) -> tuple[bool, int, float, float]:
+    """Backtracking line search on theta_old + backtrack_coef^k * full_step, k = 0, 1, ...
+
+    evaluate_step() -> (surrogate, mean KL(pi_old || pi)) at the parameters as currently set.
+    Accepts the first step with KL <= max_kl and a surrogate above theta_old's; if none, the
+    parameters are restored bit-identical. Returns (accepted, steps tried, KL, improvement).
+    Source: TRPO paper Appendix C (line search on the nonlinear constraint and objective).
+    """
+    theta_old = parameters_to_vector(params).clone()
+    surrogate_old, _ = evaluate_step()
+    for k in range(max_steps):
+        vector_to_parameters(theta_old + backtrack_coef**k * full_step, params)
+        surrogate, kl = evaluate_step()
+        if kl <= max_kl and surrogate > surrogate_old:
+            return True, k + 1, kl, surrogate - surrogate_old
+    vector_to_parameters(theta_old, params)
+    return False, max_steps, 0.0, 0.0
+
+
+def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
+              args: Args) -> dict[str, float]:
+    """One TRPO policy update on a batch (Eq. 14 approximately solved as in Appendix C).
+
+    obs (B, obs_dim) normalized, actions (B, act_dim), advantages (B,). Maximizes the surrogate
+    L(theta) = E[pi_theta(a|s) / pi_old(a|s) A] subject to mean KL(pi_old || pi_theta) <= max_kl.
+    Returns the statistics logged to TensorBoard.
+    """
+    params = list(agent.actor_mean.parameters()) + [agent.actor_logstd]
+    with torch.no_grad():
+        old = agent.dist(obs)
+        old = Normal(old.loc.clone(), old.scale.clone(), validate_args=False)  # pi_old, fixed
+        old_logprob = old.log_prob(actions).sum(-1)
+
+    def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
+        dist = agent.dist(obs)
+        ratio = (dist.log_prob(actions).sum(-1) - old_logprob).exp()
+        return (ratio * advantages).mean(), kl_divergence(old, dist).sum(-1).mean()
+
+    surrogate, kl = surrogate_and_kl()
+    g = flat_grad(surrogate, params, retain_graph=True)
+    kl_grad = flat_grad(kl, params, create_graph=True)
+    step_dir = conjugate_gradient(lambda v: fisher_vector_product(kl_grad, params, v, args.cg_damping), g,
+                                  args.cg_iters)  # s ~ F^-1 g
+    shs = step_dir @ fisher_vector_product(kl_grad, params, step_dir, args.cg_damping)  # s^T F s
+    full_step = torch.sqrt(2 * args.max_kl / (shs + 1e-12)) * step_dir  # beta s, Appendix C
+
+    with torch.no_grad():
+        accepted, steps, kl_after, improvement = line_search(
+            params, full_step, lambda: tuple(x.item() for x in surrogate_and_kl()), args.max_kl,
+            args.line_search_steps, args.backtrack_coef)
+        dist = agent.dist(obs)
+        logratio = dist.log_prob(actions).sum(-1) - old_logprob
+    return {"losses/policy_loss": -(surrogate.item() + improvement), "losses/kl": kl_after,
+            "losses/approx_kl": ((logratio.exp() - 1) - logratio).mean().item(),  # sampled k3 estimate
+            "losses/surrogate_improvement": improvement, "charts/line_search_steps": steps,
+            "charts/step_accepted": float(accepted), "losses/entropy": dist.entropy().sum(-1).mean().item()}
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, seed: int,
+             video_dir: str | None = None) -> list[float]:
+    """Returns of `episodes` deterministic (mean-action) episodes, frozen normalization.
+
+    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
+    """
+    env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
+    low, high = env.action_space.low, env.action_space.high
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + 10**6 + k)
+        done, total = False, 0.0
+        while not done:
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def check_args(args: Args) -> tuple[int, int]:
+    """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
+    if args.env_id not in gym.registry:
+        fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
+    with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
+        warnings.simplefilter("ignore")
+        env = make_env(args.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box):
+        fail(f"{args.env_id} has a {type(act_space).__name__} action space (this script needs a continuous Box)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
+    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters",
+                 "vf_minibatches", "torch_threads", "max_kl", "vf_lr"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:
+            fail("--capture-video needs moviepy (pip install -r requirements.txt)")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    if not 0 < args.backtrack_coef < 1 or args.cg_damping < 0:
+        fail(f"--backtrack-coef must be in (0, 1) and --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}")
+    if (args.num_envs * args.num_steps) % args.vf_minibatches:
+        fail(f"--vf-minibatches {args.vf_minibatches} does not divide the batch of "
+             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
+    return obs_space.shape[0], act_space.shape[0]
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int) -> tuple[Agent, RunningMeanStd]:
+    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+        state, obs_rms = checkpoint["agent"], rms_from_tensors(checkpoint["obs_rms"])
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
+    agent = Agent(obs_dim, act_dim)
+    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != shapes or obs_rms.mean.shape != (obs_dim,):
+        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+    agent.load_state_dict(state)
+    return agent, obs_rms
+
+
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, train_returns: deque) -> int:
+    """TRPO's outer loop (Algorithm 1 of the TRPO paper, single-path); updates agent and obs_rms.
+
+    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    """
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
+    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    vf_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_lr, eps=1e-5, fused=True)
+
+    T, N = args.num_steps, args.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // args.vf_minibatches
+    num_iterations = max(1, args.total_timesteps // batch_size)
+    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
+    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
+    actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
+    rewards = torch.zeros((T, N))
+    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+
+    global_step, start = 0, time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    for iteration in range(num_iterations):
+        with torch.inference_mode():
+            for step in range(T):
+                obs_rms.update(next_obs)
+                obs[step] = normalize_obs(next_obs, obs_rms)
+                actions[step] = agent.dist(obs[step]).sample()
+                # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
+                # it clipped to the action bounds.
+                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions[step].numpy(), low, high))
+                global_step += N
+                rewards[step] = torch.as_tensor(reward)
+                terminated[step], dones[step] = torch.as_tensor(term), torch.as_tensor(term | trunc)
+                for i in np.flatnonzero(term | trunc):  # next_obs[i] already starts the next episode
+                    final_obs[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0]
+                for i in np.flatnonzero(infos.get("_episode", ())):
+                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                    train_returns.append(r)
+                    writer.add_scalar("charts/episodic_return", r, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
+            # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+            # (used at a time-limit truncation; compute_gae ignores it after a termination).
+            values = agent.value(obs)
+            last_value = agent.value(normalize_obs(next_obs, obs_rms))
+            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
+            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
+                                              args.gamma, args.gae_lambda)
+
+        b_obs, b_actions = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        if args.norm_adv:
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        stats = trpo_step(agent, b_obs, b_actions, b_advantages, args)
+
+        # The value function: plain regression on the lambda-returns, separate from the policy step.
+        v_losses = []
+        for epoch in range(args.vf_iters):
+            for mb in torch.randperm(batch_size).split(minibatch_size):
+                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
+                vf_optimizer.zero_grad()
+                v_loss.backward()
+                vf_optimizer.step()
+                v_losses.append(v_loss.detach())
+
+        var_returns = b_returns.var()
+        explained_var = float("nan") if var_returns == 0 else float(1 - (b_returns - b_values).var() / var_returns)
+        sps = int(global_step / (time.time() - start))
+        stats.update({"charts/learning_rate": args.vf_lr, "charts/SPS": sps, "losses/explained_variance": explained_var,
+                      "losses/value_loss": torch.stack(v_losses).mean().item()})
+        for tag, value in stats.items():
+            writer.add_scalar(tag, value, global_step)
+        bar.update(batch_size)
+        bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+    bar.close()
+    envs.close()
+    return global_step
+
+
+def main(args: Args) -> dict:
+    obs_dim, act_dim = check_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.torch_threads)
+    if args.checkpoint:
+        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim)
+    else:
+        agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+
+    run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    train_returns: deque[float] = deque(maxlen=100)
+    global_step, start = 0, time.time()
+    if not args.checkpoint:
+        global_step = train(args, agent, obs_rms, writer, train_returns)
+        if args.save_model:
+            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms), "args": asdict(args)},
+                       os.path.join(run_dir, "model.pt"))
+
+    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
+                       os.path.join(run_dir, "videos") if args.capture_video else None)
+    for k, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, k)
+    result = {
+        "env_id": args.env_id, "episodes": len(returns), "returns": returns,
+        "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
+        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
+        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+    }
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    writer.close()
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
