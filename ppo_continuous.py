@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn as nn
 import tyro
-from torch.distributions import Normal, kl_divergence
 from gymnasium.wrappers.utils import RunningMeanStd
+from torch import nn
+from torch.distributions import Normal, kl_divergence
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -319,6 +319,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
     rewards = torch.zeros((T, N))
     terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+    # The rollout writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
     kl_beta = args.kl_beta
 
     global_step, start = 0, time.time()
@@ -331,16 +334,18 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         with torch.inference_mode():
             for step in range(T):
                 obs_rms.update(next_obs)
-                obs[step] = normalize_obs(next_obs, obs_rms)
-                actions[step] = agent.dist(obs[step]).sample()
+                normalized = normalize_obs(next_obs, obs_rms)
+                # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
+                mean = agent.actor_mean(normalized)
+                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+                obs_np[step] = normalized.numpy()
                 # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
                 # it clipped to the action bounds.
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions[step].numpy(), low, high))
+                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
                 global_step += N
-                rewards[step] = torch.as_tensor(reward)
-                terminated[step], dones[step] = torch.as_tensor(term), torch.as_tensor(term | trunc)
-                for i in np.flatnonzero(term | trunc):  # next_obs[i] already starts the next episode
-                    final_obs[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0]
+                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
                 for i in np.flatnonzero(infos.get("_episode", ())):
                     r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
                     train_returns.append(r)
@@ -365,15 +370,19 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         for epoch in range(args.update_epochs):
             epoch_kl = []
             for mb in torch.randperm(batch_size).split(minibatch_size):
-                dist = agent.dist(b_obs[mb])
-                logprob = dist.log_prob(b_actions[mb]).sum(-1)
-                ratio = (logprob - b_logprobs[mb]).exp()
-                kl = kl_divergence(Normal(b_means[mb], old_std[mb]), dist).sum(-1)
+                mb_obs = b_obs[mb]
+                dist = agent.dist(mb_obs)
+                logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
+                ratio = logratio.exp()
+                if args.surrogate in ("fixed-kl", "adaptive-kl"):  # the penalty needs the exact KL[pi_old, pi]
+                    kl = kl_divergence(Normal(b_means[mb], old_std[mb]), dist).sum(-1)
+                else:  # only logged: the unbiased estimate E[(r - 1) - log r] of the same KL, much cheaper
+                    kl = (ratio - 1) - logratio
                 mb_adv = b_advantages[mb]
                 if args.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = policy_loss(args.surrogate, ratio, mb_adv, kl, args.clip_coef, kl_beta)
-                new_value = agent.value(b_obs[mb])
+                new_value = agent.value(mb_obs)
                 v_loss = (new_value - b_returns[mb]) ** 2
                 if args.clip_vloss:  # Huang et al. 2022, detail 9
                     v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)

@@ -382,6 +382,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
     rewards = torch.zeros((T, N))
     terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+    # The rollout writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
 
     global_step, start = 0, time.time()
     next_obs, _ = envs.reset(seed=args.seed)
@@ -390,16 +393,18 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         with torch.inference_mode():
             for step in range(T):
                 obs_rms.update(next_obs)
-                obs[step] = normalize_obs(next_obs, obs_rms)
-                actions[step] = agent.dist(obs[step]).sample()
+                normalized = normalize_obs(next_obs, obs_rms)
+                # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
+                mean = agent.actor_mean(normalized)
+                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+                obs_np[step] = normalized.numpy()
                 # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
                 # it clipped to the action bounds.
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions[step].numpy(), low, high))
+                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
                 global_step += N
-                rewards[step] = torch.as_tensor(reward)
-                terminated[step], dones[step] = torch.as_tensor(term), torch.as_tensor(term | trunc)
-                for i in np.flatnonzero(term | trunc):  # next_obs[i] already starts the next episode
-                    final_obs[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0]
+                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
                 for i in np.flatnonzero(infos.get("_episode", ())):
                     r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
                     train_returns.append(r)
