@@ -40,13 +40,14 @@ class Args:
 @torch.inference_mode()
 def main(args: Args) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    env = gym.make(args.env_id, render_mode="rgb_array", width=args.size, height=args.size)
+    # "track": the camera that hopper.xml attaches to the torso, so the robot stays in frame
+    env = gym.make(args.env_id, render_mode="rgb_array", width=args.size, height=args.size, camera_name="track")
     agent, obs_rms = ppo.load_checkpoint(args.checkpoint, env.observation_space.shape[0], env.action_space.shape[0])
     obs, _ = env.reset(seed=args.seed)
     frames = []
     for step in range(args.steps):
         if step % args.every == 0:
-            frames.append(Image.fromarray(env.render()))
+            frames.append(Image.fromarray(env.render().copy()))  # the renderer reuses its buffer
         action = agent.actor_mean(ppo.normalize_obs(obs[None], obs_rms))[0].numpy()
         obs, _, terminated, truncated, _ = env.step(np.clip(action, env.action_space.low, env.action_space.high))
         if terminated or truncated:

@@ -34,13 +34,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"ppo": "ppo_continuous.py"}
-PEERS = {"ppo": "SB3 PPO"}
+SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py"}
+PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO"}
 
 
 @dataclass
 class Args:
-    algo: Literal["ppo"] = "ppo"
+    algo: Literal["ppo", "trpo"] = "ppo"
     """our script to benchmark"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""
@@ -108,9 +108,16 @@ def training_curve(impl: str, job_dir: str) -> tuple[np.ndarray, np.ndarray]:
         events.Reload()
         points = events.Scalars("charts/episodic_return")
         return np.array([p.step for p in points]), np.array([p.value for p in points])
-    data = np.genfromtxt(glob.glob(os.path.join(job_dir, "*monitor.csv"))[0], delimiter=",", skip_header=2)
-    data = data.reshape(-1, 3)
-    return np.cumsum(data[:, 1]), data[:, 0]
+    # One monitor file per env; the envs step in lockstep, so an episode of env i that ends at
+    # its own step k ends at global step k * num_envs.
+    files = sorted(glob.glob(os.path.join(job_dir, "*monitor.csv")))
+    ends = []
+    for path in files:
+        data = np.genfromtxt(path, delimiter=",", skip_header=2).reshape(-1, 3)  # r, l, t
+        ends.append(np.stack([np.cumsum(data[:, 1]) * len(files), data[:, 0]], 1))
+    ends = np.concatenate(ends)
+    ends = ends[np.argsort(ends[:, 0], kind="stable")]
+    return ends[:, 0], ends[:, 1]
 
 
 def eval_result(job_dir: str) -> dict:

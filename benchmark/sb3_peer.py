@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
 import tyro
+from sb3_contrib import TRPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 @dataclass
 class Args:
-    algo: Literal["ppo"] = "ppo"
+    algo: Literal["ppo", "trpo"] = "ppo"
     """which of our scripts to match"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""
@@ -40,23 +40,37 @@ class Args:
     """directory for monitor.csv and eval.json"""
 
 
+# Our scripts' networks: separate 64-64 tanh actor and critic, orthogonal init, log-std 0.
+POLICY = {"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh, "log_std_init": 0.0,
+          "ortho_init": True}
+NUM_ENVS = {"ppo": 1, "trpo": 2}  # as in each script's defaults
+
+
 def ppo(env, args: Args) -> PPO:
     """SB3 PPO with ppo_continuous.py's defaults: 2048 x 1 env, 10 epochs of 32 minibatches (64
     samples), linear lr 3e-4 -> 0, gamma 0.99, lambda 0.95, clip 0.2 for policy and value, no
     entropy bonus, vf_coef 0.5, grad norm 0.5, separate 64-64 tanh nets, orthogonal init, log-std 0."""
     return PPO("MlpPolicy", env, n_steps=2048, batch_size=64, n_epochs=10, learning_rate=lambda f: 3e-4 * f,
                gamma=0.99, gae_lambda=0.95, clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=0.5,
-               max_grad_norm=0.5, seed=args.seed, device="cpu",
-               policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh,
-                                  log_std_init=0.0, ortho_init=True))
+               max_grad_norm=0.5, seed=args.seed, device="cpu", policy_kwargs=POLICY)
+
+
+def trpo(env, args: Args) -> TRPO:
+    """sb3-contrib TRPO with trpo.py's defaults: 1024 x 2 envs, max KL 0.01, 10 CG iterations with
+    damping 0.1, line search of 10 steps x 0.8, value fn: 20 epochs of 16 minibatches (128), Adam
+    lr 1e-3, gamma 0.99, lambda 0.95, normalized advantages, separate 64-64 tanh nets, log-std 0."""
+    return TRPO("MlpPolicy", env, n_steps=1024, batch_size=128, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
+                cg_max_steps=10, cg_damping=0.1, line_search_shrinking_factor=0.8, line_search_max_iter=10,
+                n_critic_updates=20, target_kl=0.01, normalize_advantage=True, seed=args.seed, device="cpu",
+                policy_kwargs=POLICY)
 
 
 def main(args: Args) -> None:
     torch.set_num_threads(1)  # as our scripts do
     os.makedirs(args.log_dir, exist_ok=True)
-    env = VecNormalize(make_vec_env(args.env_id, n_envs=1, seed=args.seed, monitor_dir=args.log_dir),
+    env = VecNormalize(make_vec_env(args.env_id, n_envs=NUM_ENVS[args.algo], seed=args.seed, monitor_dir=args.log_dir),
                        gamma=0.99, clip_obs=10.0, clip_reward=10.0)
-    model = {"ppo": ppo}[args.algo](env, args)
+    model = {"ppo": ppo, "trpo": trpo}[args.algo](env, args)
     start = time.time()
     model.learn(total_timesteps=args.total_timesteps)
     train_seconds = time.time() - start
