@@ -3,13 +3,14 @@
 Each (implementation, seed) is a subprocess whose wall time and peak memory (max RSS, from wait4)
 are recorded in job.json beside its logs; a job with a job.json that exited 0 is not run again,
 so an interrupted benchmark resumes. With --peer, ours and the peer of the same seed are queued
-next to each other, so with --jobs 2 they run at the same time under the same load: their SPS
-ratio is a fair speed comparison. Results: <results-dir>/<name>.csv (one row per run),
+next to each other, so with --jobs 2 they run at the same time; with --paired as well, the next
+seed waits until both have finished, so each pair shares the machine with nothing else and
+their SPS ratio is a fair speed comparison (the peer, slower, runs alone at the end). Results: <results-dir>/<name>.csv (one row per run),
 <name>.md (the table, the command, commit, date and machine) and <name>.png (learning curves,
 mean +- std over seeds).
 
     python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 1000000 --seeds 1 2 3 --peer
-    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --name ppo-Hopper-v4-speed
+    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --paired --name ppo-Hopper-v4-speed
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Args:
     """also run the Stable-Baselines3 peer with the same settings"""
     jobs: int = 2
     """runs at once (the machine has 2 cores)"""
+    paired: bool = False
+    """with --peer: start the next seed only when ours and the peer of this seed have both finished"""
     eval_episodes: int = 50
     """deterministic evaluation episodes after training"""
     name: str | None = None
@@ -143,9 +146,12 @@ def main(args: Args) -> None:
     impls = ["ours", "peer"] if args.peer else ["ours"]
     queue = [(impl, seed) for seed in args.seeds for impl in impls]  # ours and peer of a seed side by side
     job_dirs = {key: os.path.join(args.runs_dir, name, key[0], f"seed{key[1]}") for key in queue}
+    batches = [queue[i:i + len(impls)] for i in range(0, len(queue), len(impls))] if args.paired else [queue]
+    jobs = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key]) for key in queue}
-        jobs = {key: future.result() for key, future in futures.items()}
+        for batch in batches:
+            futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key]) for key in batch}
+            jobs.update({key: future.result() for key, future in futures.items()})
     failed = [f"{impl} seed {seed}" for (impl, seed), job in jobs.items() if job["returncode"] != 0]
     if failed:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{name})")
@@ -199,7 +205,7 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
     """<name>.md: per-implementation mean ± std over seeds, the SPS ratio, and how it was made."""
     made = (f"Made by `python benchmark/run.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-            f"{args.jobs} runs at a time.")
+            f"{args.jobs} runs at a time{', ours and the peer of a seed in pairs' if args.paired else ''}.")
     lines = [f"# {args.algo} on {args.env_id}, {args.total_timesteps} steps, seeds {args.seeds}", "", made, "",
              "| implementation | last-100 training return | deterministic eval | SPS | wall s | peak MiB |",
              "|---|---|---|---|---|---|"]
