@@ -33,3 +33,11 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     stamp = job.stat().st_mtime_ns
     assert subprocess.run(command, capture_output=True, timeout=300, check=False).returncode == 0
     assert job.stat().st_mtime_ns == stamp
+
+
+def test_trpo_step_equals_sb3_contrib_with_its_kl_averaged_over_action_dims():
+    pytest.importorskip("sb3_contrib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "check_trpo_step.py")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(ok)" in result.stdout
