@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -188,7 +189,9 @@ def plot(curves: dict, args: Args, name: str) -> None:
             window = min(20, len(returns))
             average = np.convolve(returns, np.ones(window) / window, mode="valid")
             smoothed.append(np.interp(grid, steps[window - 1:], average, left=np.nan))
-        mean, std = np.nanmean(smoothed, 0), np.nanstd(smoothed, 0)
+        with warnings.catch_warnings():  # grid points before any seed's first average are NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(smoothed, 0), np.nanstd(smoothed, 0)
         label = f"{'ours' if impl == 'ours' else PEERS[args.algo]} ({len(runs)} seeds)"
         ax.plot(grid, mean, label=label)
         ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
@@ -215,10 +218,12 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
         lines.append(f"| {impl} | {mean_std([r['train_return_last100'] for r in mine])} | "
                      f"{mean_std([r['eval_mean'] for r in mine])} | {mean_std([r['sps'] for r in mine])} | "
                      f"{mean_std([r['wall_seconds'] for r in mine])} | {max(r['peak_rss_mb'] for r in mine):.0f} |")
-    if len(impls) == 2:
+    if len(impls) == 2 and args.paired:
         ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
-        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (run side by side): "
+        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (each pair alone on the machine): "
                        f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}.")]
+    elif len(impls) == 2:
+        lines += ["", "SPS here is measured while other runs share the machine; compare speed with a --paired run."]
     lines += ["", (f"Mean ± std over seeds; deterministic evaluation = {args.eval_episodes} episodes with frozen "
                    "observation normalization. Per-run numbers: the .csv beside this file.")]
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
