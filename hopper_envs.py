@@ -128,6 +128,17 @@ class CustomHopper(HopperEnv):
         return super().reset_model()
 
 
+def nominal_masses(domain: str = "target") -> dict[str, float]:
+    """The fixed masses in kg of the "source" or "target" Hopper, ``{torso, thigh, leg, foot: float}``,
+    read from a freshly loaded model. Raises ValueError for another domain."""
+    if domain not in ("source", "target"):
+        raise ValueError(f"nominal masses exist for 'source' and 'target', not {domain!r}")
+    hopper = CustomHopper(domain="target")
+    masses = hopper.source_masses if domain == "source" else hopper.target_masses
+    hopper.close()
+    return dict(masses)
+
+
 def _hopper(env: gym.Env | gym.vector.VectorEnv) -> CustomHopper:
     base = env.unwrapped
     if not isinstance(base, CustomHopper):
@@ -156,7 +167,7 @@ def set_mass_bounds(env: gym.Env | gym.vector.VectorEnv, bounds: Mapping[str, tu
     """
     checked = validate_mass_bounds(bounds)
     if isinstance(env, gym.vector.VectorEnv):
-        env.call("set_mass_bounds", checked)
+        env.unwrapped.call("set_mass_bounds", checked)  # VectorWrappers do not forward call()
     else:
         _hopper(env).set_mass_bounds(checked)
 

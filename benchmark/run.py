@@ -36,13 +36,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py"}
-PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO"}
+SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py", "a2c": "a2c.py", "reinforce": "reinforce.py"}
+PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO", "a2c": "SB3 A2C"}  # REINFORCE has no SB3 peer
 
 
 @dataclass
 class Args:
-    algo: Literal["ppo", "trpo"] = "ppo"
+    algo: Literal["ppo", "trpo", "a2c", "reinforce"] = "ppo"
     """our script to benchmark"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""
@@ -143,6 +143,9 @@ def mean_std(values) -> str:
 
 
 def main(args: Args) -> None:
+    if args.peer and args.algo not in PEERS:
+        print(f"error: --algo {args.algo} has no Stable-Baselines3 peer (run it without --peer)", file=sys.stderr)
+        sys.exit(2)
     name = args.name or f"{args.algo}-{args.env_id}"
     impls = ["ours", "peer"] if args.peer else ["ours"]
     queue = [(impl, seed) for seed in args.seeds for impl in impls]  # ours and peer of a seed side by side

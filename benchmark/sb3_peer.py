@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import tyro
 from sb3_contrib import TRPO
-from stable_baselines3 import PPO
+from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 
 @dataclass
 class Args:
-    algo: Literal["ppo", "trpo"] = "ppo"
+    algo: Literal["ppo", "trpo", "a2c"] = "ppo"
     """which of our scripts to match"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""
@@ -43,7 +43,7 @@ class Args:
 # Our scripts' networks: separate 64-64 tanh actor and critic, orthogonal init, log-std 0.
 POLICY = {"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh, "log_std_init": 0.0,
           "ortho_init": True}
-NUM_ENVS = {"ppo": 1, "trpo": 2}  # as in each script's defaults
+NUM_ENVS = {"ppo": 1, "trpo": 2, "a2c": 8}  # as in each script's defaults
 
 
 def ppo(env, args: Args) -> PPO:
@@ -68,12 +68,21 @@ def trpo(env, args: Args) -> TRPO:
                 policy_kwargs=POLICY)
 
 
+def a2c(env, args: Args) -> A2C:
+    """SB3 A2C with a2c.py's defaults: 16 steps x 8 envs per update, RMSprop (alpha 0.99, eps 1e-5),
+    linear lr 7e-4 -> 0, gamma 0.99, lambda 1 (n-step returns), no advantage normalization, no
+    entropy bonus, vf_coef 0.5, grad norm 0.5, separate 64-64 tanh nets, orthogonal init, log-std 0."""
+    return A2C("MlpPolicy", env, n_steps=16, learning_rate=lambda f: 7e-4 * f, gamma=0.99, gae_lambda=1.0,
+               ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, use_rms_prop=True, rms_prop_eps=1e-5,
+               normalize_advantage=False, seed=args.seed, device="cpu", policy_kwargs=POLICY)
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(1)  # as our scripts do
     os.makedirs(args.log_dir, exist_ok=True)
     env = VecNormalize(make_vec_env(args.env_id, n_envs=NUM_ENVS[args.algo], seed=args.seed, monitor_dir=args.log_dir),
                        gamma=0.99, clip_obs=10.0, clip_reward=10.0)
-    model = {"ppo": ppo, "trpo": trpo}[args.algo](env, args)
+    model = {"ppo": ppo, "trpo": trpo, "a2c": a2c}[args.algo](env, args)
     start = time.time()
     model.learn(total_timesteps=args.total_timesteps)
     train_seconds = time.time() - start

@@ -17,14 +17,20 @@ ON_POLICY_TAGS = [
 ]
 SCRIPTS = {  # script -> (its extra TensorBoard tags, its own bad inputs)
     "ppo_continuous.py": (["losses/clipfrac"], [(["--num-minibatches", "7"], "does not divide"),
-                                                (["--surrogate", "trust-me"], "unknown surrogate")]),
+                                                (["--surrogate", "trust-me"], "unknown surrogate"),
+                                                (["--env-id", "CartPole-v1"], "Discrete")]),
     "trpo.py": (["losses/kl", "losses/surrogate_improvement", "charts/line_search_steps"],
                 [(["--vf-minibatches", "7"], "does not divide"), (["--backtrack-coef", "1.5"], "--backtrack-coef"),
-                 (["--max-kl", "0"], "--max-kl")]),
+                 (["--max-kl", "0"], "--max-kl"), (["--env-id", "CartPole-v1"], "Discrete")]),
+    # a2c and reinforce take Discrete actions too; Blackjack's observations are a Tuple
+    "a2c.py": ([], [(["--optimizer", "sgd"], "unknown optimizer"), (["--gae-lambda", "1.5"], "--gae-lambda"),
+                    (["--env-id", "Blackjack-v1"], "observations")]),
+    "reinforce.py": ([], [(["--baseline", "median"], "unknown baseline"), (["--episodes-per-update", "0"],
+                                                                             "--episodes-per-update"),
+                          (["--env-id", "Blackjack-v1"], "observations")]),
 }
 COMMON_BAD_INPUT = [
     (["--env-id", "NoSuchEnv-v0"], "unknown env id"),
-    (["--env-id", "CartPole-v1"], "Discrete"),
     (["--total-timesteps", "0"], "--total-timesteps"),
     (["--checkpoint", "no/such/model.pt"], "cannot load checkpoint"),
 ]

@@ -1,18 +1,31 @@
-"""Each algorithm learns: InvertedPendulum-v4 balanced by a short run (about 20 s each here).
+"""Each algorithm learns: a short run balances InvertedPendulum-v4 (and, for the scripts that take
+Discrete actions, CartPole-v1), about 10-60 s each here.
 
-A policy-gradient sign error, a detached ratio, a broken GAE or (TRPO) a wrong step direction
-leaves the deterministic evaluation far below the threshold within this budget.
+A policy-gradient sign error, a detached ratio, a broken GAE or return, or (TRPO) a wrong step
+direction leaves the deterministic evaluation far below the threshold within these budgets.
 """
 
 import pytest
 
+import a2c
 import ppo_continuous
+import reinforce
 import trpo
 
+CHECKS = [  # module, env id, training steps, extra Args, evaluation threshold
+    (ppo_continuous, "InvertedPendulum-v4", 30_720, {}, 900),
+    (trpo, "InvertedPendulum-v4", 30_720, {}, 900),
+    (a2c, "InvertedPendulum-v4", 60_000, {}, 900),
+    (a2c, "CartPole-v1", 60_000, {}, 475),
+    (reinforce, "InvertedPendulum-v4", 60_000, {}, 900),
+    (reinforce, "CartPole-v1", 60_000, {}, 475),
+]
 
-@pytest.mark.parametrize("module", [ppo_continuous, trpo])
-def test_balances_inverted_pendulum(module, tmp_path):
-    args = module.Args(env_id="InvertedPendulum-v4", total_timesteps=30_720, eval_episodes=10,
-                       log_dir=str(tmp_path), progress=False, save_model=False)
+
+@pytest.mark.parametrize("module, env_id, steps, extra, threshold", CHECKS,
+                         ids=[f"{m.__name__}-{env}" for m, env, *_ in CHECKS])
+def test_learns(module, env_id, steps, extra, threshold, tmp_path):
+    args = module.Args(env_id=env_id, total_timesteps=steps, eval_episodes=10, log_dir=str(tmp_path),
+                       progress=False, save_model=False, **extra)
     result = module.main(args)
-    assert result["mean"] >= 900, result
+    assert result["mean"] >= threshold, result

@@ -1,0 +1,445 @@
+"""Synchronous Advantage Actor-Critic (A2C) for continuous (Box) or discrete actions, in one file.
+
+A2C runs `num_envs` environments in lockstep, collects `num_steps` transitions from each with the
+current policy, and takes ONE gradient step on the actor-critic loss of that small batch: the
+policy gradient weighted by an n-step (or GAE) advantage, plus a value regression and an entropy
+bonus. It is the synchronous, batched form of A3C: the same update, without the asynchrony.
+
+Papers: Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement Learning", arXiv:1602.01783
+(Section 4 and Algorithm S3: the n-step return R_t = sum_{i<k} gamma^i r_{t+i} + gamma^k V(s_{t+k}),
+the gradient grad log pi(a_t|s_t) (R_t - V(s_t)) + beta grad H(pi(s_t)), the value loss
+(R_t - V(s_t))^2, RMSProp); Schulman et al. 2016, arXiv:1506.02438, Eq. 16 (GAE, which with
+lambda = 1 is exactly the n-step advantage above); Wu et al. 2017 / OpenAI Baselines for the
+synchronous variant. Observation / reward normalization and orthogonal init follow Huang et al.
+2022. A time-limit truncation bootstraps V(final observation); a termination does not.
+
+    python a2c.py --env-id CartPole-v1 --total-timesteps 100000
+    python a2c.py --env-id Hopper-v4
+    python a2c.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import random
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from gymnasium.wrappers.utils import RunningMeanStd
+from torch import nn
+from torch.distributions import Categorical, Independent, Normal
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import hopper_envs  # noqa: F401  (registers the CustomHopper-* ids)
+
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run directory"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for 64-unit networks"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id of an environment with a Box or Discrete action space"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of training"""
+    learning_rate: float = 7e-4
+    """optimizer learning rate (start value when annealed)"""
+    num_envs: int = 8
+    """parallel environments (gymnasium SyncVectorEnv)"""
+    num_steps: int = 16
+    """steps per environment per update: the n of the n-step return"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    optimizer: str = "rmsprop"
+    """rmsprop (the paper's) or adam"""
+    rmsprop_alpha: float = 0.99
+    """RMSProp smoothing constant (the paper's 0.99)"""
+    optimizer_eps: float = 1e-5
+    """epsilon of RMSProp / Adam"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives the paper's n-step advantage"""
+    norm_adv: bool = False
+    """normalize advantages over each batch"""
+    norm_obs: bool = True
+    """normalize observations with running statistics (frozen and saved for evaluation)"""
+    norm_reward: bool = True
+    """scale rewards by the running std of the discounted return, then clip to +-10"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient (beta of the paper)"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clipping"""
+    log_dir: str = "runs"
+    """where run directories are created"""
+    save_model: bool = True
+    """write model.pt into the run directory"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes after training"""
+    checkpoint: str | None = None
+    """load this model.pt and only evaluate it"""
+    capture_video: bool = False
+    """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
+    progress: bool = True
+    """show a progress bar when stderr is a terminal"""
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment; raises gymnasium.error.Error for an unknown id."""
+    return gym.make(env_id, render_mode=render_mode)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain `std`, constant bias (Huang et al. 2022, detail 2)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def normalize_obs(obs: np.ndarray, obs_rms: RunningMeanStd | None, clip: float = 10.0) -> torch.Tensor:
+    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip) with the running statistics as they are.
+
+    obs: (B, obs_dim) raw observations; returns a float32 tensor of the same shape (the raw
+    observations if obs_rms is None). Never updates obs_rms: training updates it explicitly,
+    evaluation leaves it frozen.
+    """
+    if obs_rms is None:
+        return torch.from_numpy(np.asarray(obs, dtype=np.float32))
+    return torch.from_numpy(np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32))
+
+
+def rms_to_tensors(obs_rms: RunningMeanStd) -> dict[str, torch.Tensor]:
+    """The normalizer's mean (obs_dim,), var (obs_dim,) and count () as float64 tensors for model.pt."""
+    return {k: torch.as_tensor(np.asarray(getattr(obs_rms, k), dtype=np.float64)) for k in ("mean", "var", "count")}
+
+
+def rms_from_tensors(state: dict[str, torch.Tensor]) -> RunningMeanStd:
+    """Inverse of rms_to_tensors."""
+    obs_rms = RunningMeanStd(shape=tuple(state["mean"].shape))
+    obs_rms.mean, obs_rms.var, obs_rms.count = state["mean"].numpy(), state["var"].numpy(), float(state["count"])
+    return obs_rms
+
+
+class Agent(nn.Module):
+    """Separate 64-64 tanh actor and critic.
+
+    Box actions (act_dim > 0 with discrete=False): a Gaussian with a state-independent log-std.
+    Discrete actions: a Categorical over act_dim logits. `value`, `dist` and `act` take
+    (normalized) observations of shape (B, obs_dim).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool):
+        super().__init__()
+        self.discrete = discrete
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(  # the Gaussian's mean, or the Categorical's logits
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(0 if discrete else act_dim))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s): (B, obs_dim) -> (B,)."""
+        return self.critic(obs).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> torch.distributions.Distribution:
+        """pi(.|s) with batch shape (B,): log_prob(actions) and entropy() are (B,)."""
+        out = self.actor(obs)
+        if self.discrete:
+            return Categorical(logits=out, validate_args=False)
+        return Independent(Normal(out, self.actor_logstd.exp().expand_as(out), validate_args=False), 1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions for (B, obs_dim): (B,) int64 if discrete, else (B, act_dim) unclipped Gaussian samples.
+
+        deterministic=True gives the mode: the mean action, or the most likely discrete action.
+        """
+        out = self.actor(obs)
+        if self.discrete:
+            return out.argmax(-1) if deterministic else torch.multinomial(out.softmax(-1), 1).squeeze(-1)
+        return out if deterministic else torch.normal(out, self.actor_logstd.exp().expand_as(out))
+
+
+def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, gae_lambda: float):
+    """Advantages and returns over a rollout; with gae_lambda = 1 these are the n-step ones of A3C.
+
+    rewards, values, next_values, terminated, dones: tensors of shape (T, N). next_values[t] is
+    V(s_{t+1}) of the true next state: V(final observation) when an episode ended at t, and the
+    bootstrap V(s_T) at the end of the rollout. terminated marks true terminal states (no
+    bootstrap); dones = terminated | truncated cuts the sum.
+    delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t)
+    A_t = delta_t + gamma lambda (1 - done_t) A_{t+1}                (GAE paper Eq. 16)
+    With lambda = 1, returns_t = A_t + V(s_t) = sum_{i<k} gamma^i r_{t+i} + gamma^k V(s_{t+k}), the
+    n-step return of Mnih et al. 2016, Algorithm S3 (k = steps to the rollout's or episode's end).
+    Returns (advantages, returns), both (T, N), in reward units.
+    """
+    not_terminated, not_done = 1.0 - terminated.float(), 1.0 - dones.float()
+    deltas = rewards + gamma * not_terminated * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+def a2c_loss(agent: Agent, obs, actions, advantages, returns, ent_coef: float, vf_coef: float):
+    """The A2C loss to minimize and its parts (Mnih et al. 2016, Algorithm S3).
+
+    obs (B, obs_dim), actions (B, ...), advantages and returns (B,). The policy term's gradient is
+    -E[grad log pi(a|s) A] (advantages are constants); value term 0.5 E[(R - V(s))^2]; the entropy
+    bonus is subtracted. Returns (loss, policy_loss, value_loss, entropy), scalars.
+    """
+    dist = agent.dist(obs)
+    pg_loss = -(dist.log_prob(actions) * advantages.detach()).mean()
+    v_loss = 0.5 * ((agent.value(obs) - returns) ** 2).mean()
+    entropy = dist.entropy().mean()
+    return pg_loss - ent_coef * entropy + vf_coef * v_loss, pg_loss, v_loss, entropy
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, episodes: int, seed: int,
+             video_dir: str | None = None) -> list[float]:
+    """Returns of `episodes` deterministic episodes (mode of pi), frozen normalization.
+
+    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
+    """
+    env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + 10**6 + k)
+        done, total = False, 0.0
+        while not done:
+            action = agent.act(normalize_obs(obs[None], obs_rms), deterministic=True)[0].numpy()
+            if not agent.discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def check_args(args: Args) -> tuple[int, int, bool]:
+    """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim, discrete).
+
+    act_dim is the number of actions of a Discrete space.
+    """
+    if args.env_id not in gym.registry:
+        fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
+    with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
+        warnings.simplefilter("ignore")
+        env = make_env(args.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)) or (
+            isinstance(act_space, gym.spaces.Box) and len(act_space.shape) != 1):
+        fail(f"{args.env_id} has actions {act_space} (this script needs a flat Box or a Discrete space)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
+    if args.optimizer not in OPTIMIZERS:
+        fail(f"unknown optimizer {args.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
+    for name in ("total_timesteps", "num_envs", "num_steps", "torch_threads", "learning_rate"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.gae_lambda <= 1 or not 0 <= args.gamma <= 1:
+        fail(f"--gamma and --gae-lambda must be in [0, 1], got {args.gamma} and {args.gae_lambda}")
+    if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:
+            fail("--capture-video needs moviepy (pip install -r requirements.txt)")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    discrete = isinstance(act_space, gym.spaces.Discrete)
+    return obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0], discrete
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool) -> tuple[Agent, RunningMeanStd | None]:
+    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+        state = checkpoint["agent"]
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"]) if checkpoint["obs_rms"] else None
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
+    agent = Agent(obs_dim, act_dim, discrete)
+    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != shapes or (obs_rms and obs_rms.mean.shape != (obs_dim,)):
+        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+    agent.load_state_dict(state)
+    return agent, obs_rms
+
+
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: SummaryWriter,
+          train_returns: deque) -> int:
+    """A2C's loop (Algorithm S3 of Mnih et al., synchronous); updates agent and obs_rms in place.
+
+    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    """
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
+        envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+    space = envs.single_action_space
+    if args.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha,
+                                        eps=args.optimizer_eps)
+    else:
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps, fused=True)
+
+    T, N = args.num_steps, args.num_envs
+    batch_size = T * N
+    num_iterations = max(1, args.total_timesteps // batch_size)
+    log_every = max(1, 2048 // batch_size)  # log one update in ~2048 steps: logging costs more than a tiny update
+    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
+    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
+    actions = torch.zeros((T, N, *space.shape), dtype=torch.long if agent.discrete else torch.float32)
+    rewards = torch.zeros((T, N))
+    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+    # The rollout writes through numpy views of the same memory (cheaper than torch indexing per item).
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+
+    global_step, start = 0, time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    for iteration in range(num_iterations):
+        lr = args.learning_rate * (1.0 - iteration / num_iterations if args.anneal_lr else 1.0)
+        optimizer.param_groups[0]["lr"] = lr
+
+        with torch.no_grad():  # (not inference_mode: the update below differentiates through these tensors)
+            for step in range(T):
+                if obs_rms is not None:
+                    obs_rms.update(next_obs)
+                normalized = normalize_obs(next_obs, obs_rms)
+                obs_np[step] = normalized.numpy()
+                actions_np[step] = agent.act(normalized).numpy()
+                # The Gaussian sample is stored unclipped (its log-prob is exact); the env sees it clipped.
+                env_action = actions_np[step] if agent.discrete else np.clip(actions_np[step], space.low, space.high)
+                next_obs, reward, term, trunc, infos = envs.step(env_action)
+                global_step += N
+                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
+                for i in np.flatnonzero(infos.get("_episode", ())):
+                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                    train_returns.append(r)
+                    writer.add_scalar("charts/episodic_return", r, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
+            # n-step bootstrap: V(s_T) after the last step, V(final observation) where an episode
+            # ended at t (used at a truncation; compute_gae ignores it after a termination).
+            values = agent.value(obs)
+            last_value = agent.value(normalize_obs(next_obs, obs_rms))
+            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
+            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
+                                              args.gamma, args.gae_lambda)
+            old_logprob = agent.dist(obs.flatten(0, 1)).log_prob(actions.flatten(0, 1))
+
+        b_obs, b_actions = obs.flatten(0, 1), actions.flatten(0, 1)
+        b_advantages, b_returns = advantages.flatten(), returns.flatten()
+        if args.norm_adv:
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        loss, pg_loss, v_loss, entropy = a2c_loss(agent, b_obs, b_actions, b_advantages, b_returns,
+                                                  args.ent_coef, args.vf_coef)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+        if (iteration + 1) % log_every == 0 or iteration + 1 == num_iterations:
+            with torch.inference_mode():  # how far this one step moved the policy: E[(r - 1) - log r]
+                logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
+                approx_kl = float((logratio.exp() - 1 - logratio).mean())
+                var_returns = b_returns.var()
+                explained_var = float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0 else float("nan")
+            sps = int(global_step / (time.time() - start))
+            for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg_loss.item()),
+                               ("losses/value_loss", v_loss.item()), ("losses/entropy", entropy.item()),
+                               ("losses/approx_kl", approx_kl), ("losses/explained_variance", explained_var)):
+                writer.add_scalar(tag, value, global_step)
+            bar.update(batch_size * log_every)
+            bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+    bar.close()
+    envs.close()
+    return global_step
+
+
+def main(args: Args) -> dict:
+    obs_dim, act_dim, discrete = check_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.torch_threads)
+    if args.checkpoint:
+        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim, discrete)
+    else:
+        agent = Agent(obs_dim, act_dim, discrete)
+        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+
+    run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    train_returns: deque[float] = deque(maxlen=100)
+    global_step, start = 0, time.time()
+    if not args.checkpoint:
+        global_step = train(args, agent, obs_rms, writer, train_returns)
+        if args.save_model:
+            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms) if obs_rms else {},
+                        "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+
+    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
+                       os.path.join(run_dir, "videos") if args.capture_video else None)
+    for k, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, k)
+    result = {
+        "env_id": args.env_id, "episodes": len(returns), "returns": returns,
+        "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
+        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
+        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+    }
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    writer.close()
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
