@@ -1,0 +1,148 @@
+"""The source -> target transfer table of udr_hopper.py (the seed study's Table IV, for our code).
+
+Trains udr_hopper.py on the source, the target (the oracle) and the UDR source for every seed,
+plus a sweep of --mass-scale on the first seed, all with the same budget, and writes
+<results-dir>/<name>.{csv,md,png}: rows S->S, S->T, T->T, T->S, UDR->S, UDR->T (mean +- std over
+seeds of each run's deterministic evaluation), the sweep, and a grouped bar chart with error bars.
+Runs go through benchmark/run.py's job runner: finished runs are reused, so it resumes.
+
+    python benchmark/transfer.py --total-timesteps 500000 --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import glob
+import json
+import os
+import platform
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import matplotlib
+import numpy as np
+import tyro
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from run import ROOT, mean_std, run_job
+
+sys.path.insert(0, ROOT)
+import udr_hopper
+
+LABELS = {"source": "S", "target": "T", "udr": "UDR"}
+
+
+@dataclass
+class Args:
+    total_timesteps: int = 500_000
+    """training steps per run (every row the same)"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """seeds of the source / target / udr rows"""
+    mass_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
+    """--mass-scale values of the sweep, run on the first seed"""
+    eval_episodes: int = 50
+    """deterministic evaluation episodes per domain"""
+    jobs: int = 2
+    """runs at once (the machine has 2 cores)"""
+    name: str = "transfer-hopper"
+    """results file stem"""
+    runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
+    """where each run's logs go (not committed)"""
+    results_dir: str = os.path.join(ROOT, "benchmark", "results")
+    """where the csv / md / png go (committed)"""
+
+
+def command(args: Args, domain: str, seed: int, scale: float | None, log_dir: str) -> list[str]:
+    extra = ["--mass-scale", str(scale)] if scale is not None else []
+    return [sys.executable, os.path.join(ROOT, "udr_hopper.py"), "--no-progress", "--train-domain", domain,
+            "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
+            "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir, *extra]
+
+
+def main(args: Args) -> None:
+    # (train domain, seed, mass scale); None = the script's default scale, which the udr rows use.
+    keys = [(d, s, None) for s in args.seeds for d in ("source", "target", "udr")]
+    keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != udr_hopper.DEFAULT_MASS_SCALE]
+    job_dirs = {k: os.path.join(args.runs_dir, args.name, k[0] + ("" if k[2] is None else f"-scale{k[2]}"),
+                                f"seed{k[1]}") for k in keys}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {k: pool.submit(run_job, command(args, *k, job_dirs[k]), job_dirs[k]) for k in keys}
+        jobs = {k: f.result() for k, f in futures.items()}
+    failed = [str(k) for k, job in jobs.items() if job["returncode"] != 0]
+    if failed:
+        sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
+
+    rows = []
+    for (domain, seed, scale), job_dir in job_dirs.items():
+        (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
+        with open(path) as f:
+            result = json.load(f)
+        rows.append({"train_domain": domain, "mass_scale": udr_hopper.DEFAULT_MASS_SCALE if domain == "udr" and scale is None
+                     else scale, "seed": seed, "total_timesteps": args.total_timesteps,
+                     "train_return_last100": round(result["train_return_last100"], 1),
+                     "source_mean": round(result["source"]["mean"], 1), "source_std": round(result["source"]["std"], 1),
+                     "target_mean": round(result["target"]["mean"], 1), "target_std": round(result["target"]["std"], 1),
+                     "eval_episodes": result["target"]["episodes"], "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"], 1)})
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, f"{args.name}.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    main_rows = [r for r in rows if r["seed"] in args.seeds and (r["train_domain"] != "udr"
+                                                                   or r["mass_scale"] == udr_hopper.DEFAULT_MASS_SCALE)]
+    table = {(d, e): [r[f"{e}_mean"] for r in main_rows if r["train_domain"] == d]
+             for d in ("source", "target", "udr") for e in ("source", "target")}
+    plot(table, args)
+    write_summary(table, rows, sorted({j.get("commit", "unknown") for j in jobs.values()}), args)
+
+
+def plot(table: dict, args: Args) -> None:
+    """Grouped bars: one group per training domain, one bar per evaluation domain, std over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = np.arange(3)
+    for k, evaluation in enumerate(("source", "target")):
+        values = [table[d, evaluation] for d in ("source", "udr", "target")]
+        ax.bar(x + (k - 0.5) * 0.38, [np.mean(v) for v in values], 0.38, yerr=[np.std(v) for v in values],
+               capsize=4, label=f"evaluated on {evaluation}")
+    ax.set_xticks(x, ["trained on source", f"trained on UDR source (±{udr_hopper.DEFAULT_MASS_SCALE:.0%})",
+                      "trained on target (oracle)"], fontsize=8)
+    ax.set(ylabel="deterministic return (mean ± std over seeds)",
+           title=f"Hopper transfer, PPO {args.total_timesteps // 1000}k steps, seeds {args.seeds}")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.results_dir, f"{args.name}.png"), dpi=100)
+    plt.close(fig)
+
+
+def write_summary(table: dict, rows: list[dict], commits: list[str], args: Args) -> None:
+    made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
+            f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+            f"{args.jobs} runs at a time.")
+    lines = [f"# Hopper source -> target transfer, udr_hopper.py (PPO), {args.total_timesteps} steps, seeds {args.seeds}",
+             "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |", "|---|---|---|"]
+    for d, e in (("source", "source"), ("source", "target"), ("target", "target"), ("target", "source"),
+                 ("udr", "source"), ("udr", "target")):
+        lines.append(f"| {LABELS[d]} -> {LABELS[e]} | {mean_std(table[d, e])} | {', '.join(f'{v:.0f}' for v in table[d, e])} |")
+    udr_t, s_t, t_t = (np.mean(table[d, "target"]) for d in ("udr", "source", "target"))
+    lines += ["", (f"UDR uses --mass-scale {udr_hopper.DEFAULT_MASS_SCALE} (the script's default). "
+              f"UDR->T / S->T = {udr_t / s_t:.2f} (bar 1.15); UDR->T / T->T = {udr_t / t_t:.2f} (bar 0.90)."),
+              "", f"## --mass-scale sweep, seed {args.seeds[0]}", "",
+              "| mass scale | UDR -> S | UDR -> T | last-100 training return |", "|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["train_domain"] == "udr" and r["seed"] == args.seeds[0]),
+                    key=lambda r: r["mass_scale"]):
+        lines.append(f"| ±{r['mass_scale']:.0%} | {r['source_mean']:.0f} ± {r['source_std']:.0f} | "
+                     f"{r['target_mean']:.0f} ± {r['target_std']:.0f} | {r['train_return_last100']:.0f} |")
+    lines += ["", (f"Each run: {args.eval_episodes} deterministic episodes per domain, frozen observation "
+                   "normalization, evaluation seeds disjoint from training; the sweep rows show mean ± std over "
+                   "episodes of one run. Per-run numbers: the .csv beside this file.")]
+    with open(os.path.join(args.results_dir, f"{args.name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,114 @@
+"""udr_hopper: the mass bounds from the flags, evaluation on both domains, the randomization a
+training run really sees (read back from TensorBoard), checkpoints, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.wrappers.utils import RunningMeanStd
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import hopper_envs
+import udr_hopper
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = hopper_envs.nominal_masses("source")
+TARGET = hopper_envs.nominal_masses("target")
+BOUNDS = {"thigh": (3.0, 5.0), "leg": (2.0, 2.5)}  # foot not named: stays at the source mass
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "udr_hopper.py"), "--no-progress", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_mass_scale_is_relative_to_the_source_masses():
+    bounds = udr_hopper.mass_bounds(udr_hopper.Args(mass_scale=0.1))
+    for body in hopper_envs.RANDOMIZED_BODIES:
+        assert bounds[body] == pytest.approx((0.9 * SOURCE[body], 1.1 * SOURCE[body]))
+    default = udr_hopper.mass_bounds(udr_hopper.Args())
+    assert default["leg"] == pytest.approx(((1 - udr_hopper.DEFAULT_MASS_SCALE) * SOURCE["leg"],
+                                            (1 + udr_hopper.DEFAULT_MASS_SCALE) * SOURCE["leg"]))
+    assert udr_hopper.mass_bounds(udr_hopper.Args(train_domain="source")) is None
+
+
+def test_absolute_bounds_fix_the_bodies_they_do_not_name():
+    low, high = {b: lo for b, (lo, _) in BOUNDS.items()}, {b: hi for b, (_, hi) in BOUNDS.items()}
+    bounds = udr_hopper.mass_bounds(udr_hopper.Args(mass_low=low, mass_high=high))
+    assert bounds["thigh"] == (3.0, 5.0) and bounds["leg"] == (2.0, 2.5)
+    assert bounds["foot"] == (SOURCE["foot"], SOURCE["foot"])
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_evaluation_runs_on_the_right_masses(domain):
+    torch.manual_seed(0)
+    result = udr_hopper.evaluate(udr_hopper.Agent(11, 3), RunningMeanStd(shape=(11,)), domain, episodes=2, seed=1)
+    assert result["episodes"] == 2 and len(result["returns"]) == 2
+    assert result["masses"] == pytest.approx({"source": SOURCE, "target": TARGET}[domain])
+    assert result["masses"]["torso"] == pytest.approx(TARGET["torso"] - (domain == "source"))
+
+
+@pytest.fixture(scope="module")
+def udr_run(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("runs")
+    result = run("--total-timesteps", "4096", "--eval-episodes", "2", "--log-dir", str(log_dir),
+                 "--mass-low", "thigh", "3.0", "leg", "2.0", "--mass-high", "thigh", "5.0", "leg", "2.5")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = log_dir.iterdir()
+    return run_dir
+
+
+def test_training_masses_change_every_episode_within_bounds_and_torso_stays(udr_run):
+    events = EventAccumulator(str(udr_run), size_guidance={"scalars": 0})
+    events.Reload()
+    masses = {b: np.array([e.value for e in events.Scalars(f"domain/{b}_mass")]) for b in hopper_envs.BODIES}
+    episodes = len(events.Scalars("charts/episodic_return"))
+    assert episodes > 10 and len(masses["thigh"]) >= episodes  # one sample per episode started
+    for body, (low, high) in BOUNDS.items():
+        assert ((masses[body] >= low) & (masses[body] <= high)).all(), body
+        assert len(np.unique(masses[body])) == len(masses[body]), body  # drawn anew every reset
+    assert np.allclose(masses["foot"], SOURCE["foot"]) and np.allclose(masses["torso"], SOURCE["torso"])
+    for tag in ("eval/source_return", "eval/target_return", "eval/episodic_return", "losses/clipfrac"):
+        assert tag in events.Tags()["scalars"], tag
+
+
+def test_eval_json_holds_both_domains_and_the_bounds(udr_run):
+    result = json.loads((udr_run / "eval.json").read_text())
+    assert result["train_domain"] == "udr" and result["global_step"] == 4096
+    assert result["mass_bounds"]["thigh"] == [3.0, 5.0]
+    for domain, masses in (("source", SOURCE), ("target", TARGET)):
+        assert result[domain]["episodes"] == 2
+        assert result[domain]["mean"] == pytest.approx(np.mean(result[domain]["returns"]))
+        assert result[domain]["masses"] == pytest.approx(masses)
+
+
+def test_checkpoint_reproduces_the_evaluation(udr_run, tmp_path):
+    result = run("--checkpoint", str(udr_run / "model.pt"), "--eval-episodes", "2", "--log-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (eval_dir,) = tmp_path.iterdir()
+    evaluated, trained = (json.loads((d / "eval.json").read_text()) for d in (eval_dir, udr_run))
+    for domain in ("source", "target"):
+        assert evaluated[domain]["returns"] == pytest.approx(trained[domain]["returns"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mass-low", "thigh", "5", "--mass-high", "thigh", "4"], "low > high"),
+    (["--mass-low", "leg", "0", "--mass-high", "leg", "3"], "positive"),
+    (["--mass-low", "torso", "2", "--mass-high", "torso", "3"], "unknown bodies"),
+    (["--mass-low", "thigh", "3"], "--mass-high names"),
+    (["--mass-scale", "1.0"], "--mass-scale"),
+    (["--mass-scale", "0.2", "--train-domain", "source"], "only apply"),
+    (["--train-domain", "real"], "unknown --train-domain"),
+    (["--total-timesteps", "0"], "--total-timesteps"),
+    (["--checkpoint", "no/such/model.pt"], "cannot load checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, words, tmp_path):
+    result = run(*args, "--log-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()
