@@ -36,13 +36,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py", "a2c": "a2c.py", "reinforce": "reinforce.py"}
-PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO", "a2c": "SB3 A2C"}  # REINFORCE has no SB3 peer
+SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py", "a2c": "a2c.py", "reinforce": "reinforce.py", "ddpg": "ddpg.py"}
+PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO", "a2c": "SB3 A2C", "ddpg": "SB3 DDPG"}  # REINFORCE has no SB3 peer
 
 
 @dataclass
 class Args:
-    algo: Literal["ppo", "trpo", "a2c", "reinforce"] = "ppo"
+    algo: Literal["ppo", "trpo", "a2c", "reinforce", "ddpg"] = "ppo"
     """our script to benchmark"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""

@@ -19,14 +19,15 @@ import numpy as np
 import torch
 import tyro
 from sb3_contrib import TRPO
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, DDPG, PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecNormalize
 
 
 @dataclass
 class Args:
-    algo: Literal["ppo", "trpo", "a2c"] = "ppo"
+    algo: Literal["ppo", "trpo", "a2c", "ddpg"] = "ppo"
     """which of our scripts to match"""
     env_id: str = "Hopper-v4"
     """gymnasium id"""
@@ -43,7 +44,7 @@ class Args:
 # Our scripts' networks: separate 64-64 tanh actor and critic, orthogonal init, log-std 0.
 POLICY = {"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh, "log_std_init": 0.0,
           "ortho_init": True}
-NUM_ENVS = {"ppo": 1, "trpo": 2, "a2c": 8}  # as in each script's defaults
+NUM_ENVS = {"ppo": 1, "trpo": 2, "a2c": 8, "ddpg": 1}  # as in each script's defaults
 
 
 def ppo(env, args: Args) -> PPO:
@@ -77,18 +78,33 @@ def a2c(env, args: Args) -> A2C:
                normalize_advantage=False, seed=args.seed, device="cpu", policy_kwargs=POLICY)
 
 
+def ddpg(env, args: Args) -> DDPG:
+    """SB3 DDPG with ddpg.py's defaults: 256-256 ReLU actor and critic, Adam lr 3e-4, batch 256,
+    buffer 1M, 25k random steps, one gradient step per env step, tau 0.005, gamma 0.99, Gaussian
+    noise of std 0.1 x the action half-range; no observation or reward normalization."""
+    half_range = (env.action_space.high - env.action_space.low) / 2
+    noise = NormalActionNoise(np.zeros_like(half_range), 0.1 * half_range)
+    return DDPG("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=25_000, batch_size=256,
+                tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, action_noise=noise, seed=args.seed, device="cpu",
+                policy_kwargs={"net_arch": [256, 256]})
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(1)  # as our scripts do
     os.makedirs(args.log_dir, exist_ok=True)
-    env = VecNormalize(make_vec_env(args.env_id, n_envs=NUM_ENVS[args.algo], seed=args.seed, monitor_dir=args.log_dir),
-                       gamma=0.99, clip_obs=10.0, clip_reward=10.0)
-    model = {"ppo": ppo, "trpo": trpo, "a2c": a2c}[args.algo](env, args)
+    env = make_vec_env(args.env_id, n_envs=NUM_ENVS[args.algo], seed=args.seed, monitor_dir=args.log_dir)
+    normalize = args.algo != "ddpg"  # ddpg.py normalizes neither observations nor rewards
+    if normalize:
+        env = VecNormalize(env, gamma=0.99, clip_obs=10.0, clip_reward=10.0)
+    model = {"ppo": ppo, "trpo": trpo, "a2c": a2c, "ddpg": ddpg}[args.algo](env, args)
     start = time.time()
     model.learn(total_timesteps=args.total_timesteps)
     train_seconds = time.time() - start
 
-    eval_env = VecNormalize(make_vec_env(args.env_id, n_envs=1), training=False, norm_reward=False)
-    eval_env.obs_rms = env.obs_rms  # frozen training statistics
+    eval_env = make_vec_env(args.env_id, n_envs=1)
+    if normalize:
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        eval_env.obs_rms = env.obs_rms  # frozen training statistics
     returns = []
     for k in range(args.eval_episodes):
         eval_env.seed(args.seed + 10**6 + k)

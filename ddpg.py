@@ -1,0 +1,383 @@
+"""Deep Deterministic Policy Gradient (DDPG) for continuous actions, in one file.
+
+DDPG learns a deterministic policy mu(s) and a Q function off-policy from a replay buffer. The
+critic regresses Q(s, a) to the one-step target r + gamma (1 - terminated) Q'(s', mu'(s')) computed
+with slowly moving target networks; the actor follows the deterministic policy gradient, i.e.
+ascends Q(s, mu(s)). Exploration adds Gaussian (or Ornstein-Uhlenbeck) noise to mu(s); the first
+`learning_starts` steps use uniform random actions.
+
+Papers: Lillicrap et al. 2015, "Continuous control with deep reinforcement learning",
+arXiv:1509.02971 (Algorithm 1: Eq. 4-6 critic target and loss, Eq. 6 / the "Update the actor
+policy using the sampled policy gradient" line, soft target updates theta' <- tau theta + (1 - tau)
+theta', OU exploration); Silver et al. 2014, "Deterministic Policy Gradient Algorithms", ICML
+(Theorem 1, grad J = E[grad_a Q(s, a)|_{a=mu(s)} grad_theta mu(s)]). Network sizes, learning
+rates, batch size, Gaussian noise and the 25k random steps follow Fujimoto et al. 2018,
+arXiv:1802.09477 ("OurDDPG"). A time-limit truncation is stored as non-terminal with the true
+final observation, so the target bootstraps there; a termination does not.
+
+    python ddpg.py --env-id Pendulum-v1 --total-timesteps 20000 --learning-starts 1000
+    python ddpg.py --env-id Hopper-v4
+    python ddpg.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import pickle
+import random
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import hopper_envs  # noqa: F401  (registers the CustomHopper-* ids)
+
+NOISES = ("gaussian", "ou")
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run directory"""
+    seed: int = 1
+    """seed of random, numpy, torch and the environment"""
+    torch_deterministic: bool = True
+    """make torch use deterministic algorithms"""
+    torch_threads: int = 1
+    """torch CPU threads"""
+    env_id: str = "Hopper-v4"
+    """gymnasium id of an environment with a Box action space"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of training"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor and critic"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions (allocated once)"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """target smoothing coefficient: theta' <- tau theta + (1 - tau) theta'"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    noise: str = "gaussian"
+    """exploration noise: gaussian (Fujimoto et al.) or ou (Ornstein-Uhlenbeck, Lillicrap et al.)"""
+    exploration_noise: float = 0.1
+    """std of the Gaussian noise (or sigma of the OU process), as a fraction of the action half-range"""
+    ou_theta: float = 0.15
+    """mean reversion of the OU noise (Lillicrap et al.: 0.15)"""
+    learning_starts: int = 25_000
+    """uniform random actions and no updates for this many steps"""
+    policy_frequency: int = 1
+    """update the actor and the targets every this many critic updates (1 = DDPG as published)"""
+    log_dir: str = "runs"
+    """where run directories are created"""
+    save_model: bool = True
+    """write model.pt into the run directory"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes after training"""
+    checkpoint: str | None = None
+    """load this model.pt and only evaluate it"""
+    capture_video: bool = False
+    """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
+    progress: bool = True
+    """show a progress bar when stderr is a terminal"""
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One environment; raises gymnasium.error.Error for an unknown id."""
+    return gym.make(env_id, render_mode=render_mode)
+
+
+class ReplayBuffer:
+    """Uniform replay of (s, a, r, s', terminated), preallocated numpy arrays of `capacity` rows.
+
+    s' is the true next observation, also at a time-limit truncation (gymnasium's final
+    observation), and terminated is False there, so the critic bootstraps. Once full, new
+    transitions overwrite the oldest (a ring); memory never grows after construction.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, rng: np.random.Generator):
+        self.capacity, self.size, self.pos, self.rng = capacity, 0, 0, rng
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
+        """Store one transition; obs, next_obs (obs_dim,), action (act_dim,)."""
+        i = self.pos
+        self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.terminated[i] = (
+            obs, action, reward, next_obs, terminated)
+        self.pos, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """batch_size transitions drawn uniformly with replacement: float32 tensors obs (B, obs_dim),
+        actions (B, act_dim), rewards (B,), next_obs (B, obs_dim), terminated (B,) in {0, 1}."""
+        idx = self.rng.integers(0, self.size, batch_size)
+        return tuple(torch.from_numpy(x[idx]) for x in
+                     (self.obs, self.actions, self.rewards, self.next_obs, self.terminated))
+
+
+class Actor(nn.Module):
+    """mu(s): 256-256 ReLU, tanh output scaled to the action bounds. (B, obs_dim) -> (B, act_dim)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                 nn.Linear(256, act_dim), nn.Tanh())
+        self.register_buffer("action_scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.as_tensor((high + low) / 2, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs) * self.action_scale + self.action_bias
+
+
+class Critic(nn.Module):
+    """Q(s, a): 256-256 ReLU on the concatenated state and action. -> (B,)."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim + act_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                 nn.Linear(256, 1))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, actions], 1)).squeeze(-1)
+
+
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - terminated) Q'(s', mu'(s')) (Lillicrap et al. 2015, Algorithm 1).
+
+    rewards, terminated (0/1), next_q: shape (B,); returns (B,), in reward units.
+    """
+    return rewards + gamma * (1.0 - terminated) * next_q
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """theta' <- tau theta + (1 - tau) theta' for every parameter (Lillicrap et al. 2015, Algorithm 1)."""
+    for target_param, param in zip(target.parameters(), source.parameters()):
+        target_param.lerp_(param, tau)  # theta' + tau (theta - theta')
+
+
+class OUNoise:
+    """Ornstein-Uhlenbeck process dx = theta (0 - x) dt + sigma sqrt(dt) N(0, 1), dt = 1e-2, per
+    action dimension; temporally correlated exploration (Lillicrap et al. 2015, Section 7)."""
+
+    def __init__(self, act_dim: int, theta: float, sigma: float, rng: np.random.Generator, dt: float = 1e-2):
+        self.theta, self.sigma, self.dt, self.rng = theta, sigma, dt, rng
+        self.x = np.zeros(act_dim)
+
+    def reset(self) -> None:
+        self.x[:] = 0.0
+
+    def __call__(self) -> np.ndarray:
+        self.x += -self.theta * self.x * self.dt + self.sigma * np.sqrt(self.dt) * self.rng.standard_normal(self.x.shape)
+        return self.x
+
+
+@torch.inference_mode()
+def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, video_dir: str | None = None) -> list[float]:
+    """Returns of `episodes` noise-free episodes of mu; env seeds seed + 10**6 + k (disjoint from training)."""
+    env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
+    returns = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + 10**6 + k)
+        done, total = False, 0.0
+        while not done:
+            action = actor(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """Exit 2 on bad input before anything is written; returns the env's observation and action spaces."""
+    if args.env_id not in gym.registry:
+        fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
+    with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
+        warnings.simplefilter("ignore")
+        env = make_env(args.env_id)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
+        fail(f"{args.env_id} has a {type(act_space).__name__} action space (this script needs a continuous Box)")
+    if not (np.isfinite(act_space.low).all() and np.isfinite(act_space.high).all()):
+        fail(f"{args.env_id} has unbounded actions (the tanh actor needs finite bounds)")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
+    if args.noise not in NOISES:
+        fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")
+    for name in ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads", "learning_rate"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 < args.tau <= 1:
+        fail(f"--tau must be in (0, 1], got {args.tau}")
+    if args.learning_starts < 0 or args.exploration_noise < 0:
+        fail("--learning-starts and --exploration-noise must be >= 0")
+    if args.capture_video:
+        if importlib.util.find_spec("moviepy") is None:
+            fail("--capture-video needs moviepy (pip install -r requirements.txt)")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    return obs_space, act_space
+
+
+def load_checkpoint(path: str, actor: Actor) -> None:
+    """Load the actor of a model.pt of this script into `actor`; exits 2 if unreadable or mismatched."""
+    try:
+        state = torch.load(path, weights_only=True)["actor"]
+    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
+    shapes = {k: tuple(v.shape) for k, v in actor.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+        fail(f"checkpoint {path} does not match the env's observation/action sizes")
+    actor.load_state_dict(state)
+
+
+def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train_returns: deque):
+    """DDPG's loop (Lillicrap et al. 2015, Algorithm 1). Updates actor and critic in place.
+
+    Returns (env steps taken, the target networks, the replay buffer).
+    """
+    env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id))
+    env.action_space.seed(args.seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low, env.action_space.high
+    rng = np.random.default_rng(args.seed)
+    replay_buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, rng)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    for p in (*actor_target.parameters(), *critic_target.parameters()):
+        p.requires_grad_(False)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    actor_params = list(actor.parameters())
+    half_range = (high - low) / 2
+    ou = OUNoise(act_dim, args.ou_theta, args.exploration_noise, rng) if args.noise == "ou" else None
+
+    start, qf_loss, actor_loss = time.time(), None, None
+    obs, _ = env.reset(seed=args.seed)
+    bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    for global_step in range(1, args.total_timesteps + 1):
+        if global_step <= args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            with torch.inference_mode():
+                action = actor(torch.from_numpy(obs.astype(np.float32))[None])[0].numpy()
+            noise = ou() if ou else rng.normal(0.0, args.exploration_noise, act_dim)
+            action = np.clip(action + noise * half_range, low, high)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        # next_obs is the true last observation even at a truncation (a single env does not autoreset).
+        replay_buffer.add(obs, action, reward, next_obs, terminated)
+        obs = next_obs
+        if terminated or truncated:
+            train_returns.append(float(info["episode"]["r"]))
+            writer.add_scalar("charts/episodic_return", info["episode"]["r"], global_step)
+            writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
+            obs, _ = env.reset()
+            if ou:
+                ou.reset()
+
+        if global_step > args.learning_starts:
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = replay_buffer.sample(args.batch_size)
+            with torch.no_grad():
+                y = td_target(b_rewards, b_terminated, critic_target(b_next_obs, actor_target(b_next_obs)), args.gamma)
+            q = critic(b_obs, b_actions)
+            qf_loss = ((q - y) ** 2).mean()  # Eq. 4 of Lillicrap et al.
+            critic_optimizer.zero_grad(set_to_none=True)
+            qf_loss.backward()
+            critic_optimizer.step()
+            if global_step % args.policy_frequency == 0:
+                # Deterministic policy gradient: ascend Q(s, mu(s)). autograd.grad asks only for the
+                # actor's gradients, so the critic's weight gradients are never computed.
+                actor_loss = -critic(b_obs, actor(b_obs)).mean()
+                for p, g in zip(actor_params, torch.autograd.grad(actor_loss, actor_params)):
+                    p.grad = g
+                actor_optimizer.step()
+                soft_update(critic_target, critic, args.tau)
+                soft_update(actor_target, actor, args.tau)
+
+        if global_step % 1000 == 0 or global_step == args.total_timesteps:
+            sps = int(global_step / (time.time() - start))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/learning_rate", args.learning_rate, global_step)
+            if qf_loss is not None:
+                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
+                writer.add_scalar("losses/qf_values", q.mean().item(), global_step)
+            if actor_loss is not None:
+                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+            bar.update(1000 if global_step % 1000 == 0 else global_step % 1000)
+            bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+    bar.close()
+    env.close()
+    return args.total_timesteps, actor_target, critic_target, replay_buffer
+
+
+def main(args: Args) -> dict:
+    obs_space, act_space = check_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.set_num_threads(args.torch_threads)
+    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+    actor = Actor(obs_dim, act_dim, act_space.low, act_space.high)
+    critic = Critic(obs_dim, act_dim)
+    if args.checkpoint:
+        load_checkpoint(args.checkpoint, actor)
+
+    run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    train_returns: deque[float] = deque(maxlen=100)
+    global_step, start = 0, time.time()
+    if not args.checkpoint:
+        global_step, actor_target, critic_target, _ = train(args, actor, critic, writer, train_returns)
+        if args.save_model:
+            torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                        "actor_target": actor_target.state_dict(), "critic_target": critic_target.state_dict(),
+                        "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+
+    returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed,
+                       os.path.join(run_dir, "videos") if args.capture_video else None)
+    for k, r in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", r, k)
+    result = {
+        "env_id": args.env_id, "episodes": len(returns), "returns": returns,
+        "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
+        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
+        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+    }
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    writer.close()
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

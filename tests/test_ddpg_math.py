@@ -1,0 +1,118 @@
+"""ddpg: the replay buffer (ring, sample shapes, truncation vs termination as stored by the training
+loop), the Polyak update, the critic target, the actor's ascent on Q, the OU process."""
+
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+import ddpg
+
+
+def filled_buffer(capacity, inserts):
+    buffer = ddpg.ReplayBuffer(capacity, obs_dim=2, act_dim=1, rng=np.random.default_rng(0))
+    for k in range(inserts):
+        buffer.add(np.full(2, k), np.full(1, -k), float(k), np.full(2, k + 1), k % 2 == 0)
+    return buffer
+
+
+def test_buffer_wraps_around_and_overwrites_the_oldest():
+    buffer = filled_buffer(capacity=5, inserts=7)
+    assert buffer.size == 5 and buffer.pos == 2
+    # rows 0, 1 hold inserts 5, 6; rows 2..4 still hold inserts 2..4
+    assert buffer.rewards.tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert buffer.obs[:, 0].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert buffer.terminated.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_sample_shapes_dtypes_and_only_stored_rows():
+    buffer = filled_buffer(capacity=100, inserts=10)
+    obs, actions, rewards, next_obs, terminated = buffer.sample(64)
+    assert obs.shape == next_obs.shape == (64, 2) and actions.shape == (64, 1)
+    assert rewards.shape == terminated.shape == (64,)
+    assert all(x.dtype == torch.float32 for x in (obs, actions, rewards, next_obs, terminated))
+    assert rewards.max() <= 9 and torch.equal(next_obs[:, 0], obs[:, 0] + 1) and torch.equal(actions[:, 0], -rewards)
+
+
+def run_random_steps(env_id, steps, tmp_path):
+    args = ddpg.Args(env_id=env_id, total_timesteps=steps, learning_starts=steps, buffer_size=1000,
+                     progress=False)
+    env = ddpg.make_env(env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    actor = ddpg.Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high)
+    with SummaryWriter(tmp_path) as writer:
+        *_, buffer = ddpg.train(args, actor, ddpg.Critic(obs_dim, act_dim), writer, deque())
+    return buffer
+
+
+def test_truncation_is_stored_as_non_terminal_with_the_true_last_observation(tmp_path):
+    # Pendulum never terminates and is truncated at 200 steps.
+    buffer = run_random_steps("Pendulum-v1", 250, tmp_path)
+    assert buffer.terminated[:250].sum() == 0
+    inside = [t for t in range(249) if t != 199]
+    assert np.array_equal(buffer.next_obs[inside], buffer.obs[[t + 1 for t in inside]])  # s' is the next s
+    # at the truncation, s' is the episode's last observation, not the first of the next episode
+    assert not np.allclose(buffer.next_obs[199], buffer.obs[200])
+    cos, sin = buffer.next_obs[199, :2]
+    assert cos**2 + sin**2 == pytest.approx(1.0, abs=1e-5)  # a real Pendulum state (not zeros)
+
+
+def test_termination_is_stored_as_terminal(tmp_path):
+    # InvertedPendulum under random actions falls (terminates) within a few dozen steps.
+    buffer = run_random_steps("InvertedPendulum-v4", 300, tmp_path)
+    ends = np.flatnonzero(buffer.terminated[:300])
+    assert len(ends) >= 3
+    assert all(abs(buffer.next_obs[t, 1]) > 0.2 for t in ends)  # the pole angle that ended the episode
+
+
+def test_polyak_update_is_tau_theta_plus_one_minus_tau_theta_target():
+    source, target = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        source.weight[:] = torch.tensor([[1.0, 2.0]])
+        source.bias[:] = 4.0
+        target.weight[:] = torch.tensor([[3.0, -2.0]])
+        target.bias[:] = 0.0
+    ddpg.soft_update(target, source, tau=0.25)
+    assert torch.allclose(target.weight, torch.tensor([[0.25 * 1 + 0.75 * 3, 0.25 * 2 - 0.75 * 2]]))
+    assert torch.allclose(target.bias, torch.tensor([1.0]))
+    assert torch.allclose(source.weight, torch.tensor([[1.0, 2.0]]))  # the source is untouched
+
+
+def test_critic_target_bootstraps_except_after_a_termination():
+    rewards = torch.tensor([1.0, 2.0, -1.0])
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    next_q = torch.tensor([10.0, 10.0, 4.0])
+    y = ddpg.td_target(rewards, terminated, next_q, gamma=0.5)
+    assert torch.allclose(y, torch.tensor([1.0 + 5.0, 2.0, -1.0 + 2.0]))
+
+
+def test_actor_step_raises_q_of_its_own_actions():
+    torch.manual_seed(0)
+    actor, critic = ddpg.Actor(3, 2, -np.ones(2), np.ones(2)), ddpg.Critic(3, 2)
+    obs = torch.randn(64, 3)
+    before = critic(obs, actor(obs)).mean().item()
+    optimizer = torch.optim.SGD(actor.parameters(), lr=0.01)
+    (-critic(obs, actor(obs)).mean()).backward()
+    optimizer.step()
+    assert critic(obs, actor(obs)).mean().item() > before
+
+
+def test_actor_output_stays_inside_asymmetric_bounds():
+    actor = ddpg.Actor(3, 2, np.array([0.0, -2.0]), np.array([1.0, 6.0]))
+    with torch.no_grad():
+        actions = actor(100 * torch.randn(256, 3))
+    assert (actions[:, 0] >= 0).all() and (actions[:, 0] <= 1).all()
+    assert (actions[:, 1] >= -2).all() and (actions[:, 1] <= 6).all()
+
+
+def test_ou_noise_reverts_to_zero_and_has_its_stationary_spread():
+    rng = np.random.default_rng(0)
+    quiet = ddpg.OUNoise(1, theta=0.15, sigma=0.0, rng=rng)
+    quiet.x[:] = 1.0
+    assert quiet()[0] == pytest.approx(1 - 0.15 * 1e-2)  # x <- x - theta x dt
+    noise = ddpg.OUNoise(1, theta=0.15, sigma=0.2, rng=rng, dt=0.1)
+    samples = np.array([noise()[0] for _ in range(100_000)])
+    # the stationary std of an OU process is sigma / sqrt(2 theta) (the Euler step is within 1%)
+    assert samples[1000:].std() == pytest.approx(0.2 / np.sqrt(0.3), rel=0.1)
