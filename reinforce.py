@@ -60,11 +60,11 @@ class Args:
     """gymnasium id of an environment with a Box or Discrete action space"""
     total_timesteps: int = 1_000_000
     """total environment steps of training"""
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     """Adam learning rate of the policy (start value when annealed)"""
     anneal_lr: bool = True
     """decay both learning rates linearly to 0 over training"""
-    episodes_per_update: int = 10
+    episodes_per_update: int = 5
     """whole episodes per policy gradient step"""
     gamma: float = 0.99
     """discount factor of the reward-to-go"""

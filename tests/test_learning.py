@@ -18,7 +18,8 @@ CHECKS = [  # module, env id, training steps, extra Args, evaluation threshold
     (trpo, "InvertedPendulum-v4", 30_720, {}, 900),
     (a2c, "InvertedPendulum-v4", 60_000, {}, 900),
     (a2c, "CartPole-v1", 100_000, {}, 475),
-    (reinforce, "InvertedPendulum-v4", 60_000, {}, 900),
+    # lr 3e-3 is tuned for Hopper; with 1000-step episodes it makes InvertedPendulum oscillate
+    (reinforce, "InvertedPendulum-v4", 60_000, {"learning_rate": 1e-3}, 900),
     (reinforce, "CartPole-v1", 60_000, {}, 475),
     (ddpg, "Pendulum-v1", 15_000, {"learning_starts": 1000}, -250),
 ]
