@@ -1,0 +1,168 @@
+"""bayrn_hopper: the GP and acquisitions on known functions, box scaling and feasibility, the inner
+learner (the same as udr_hopper's), resume, a tiny end-to-end run, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.wrappers.utils import RunningMeanStd
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.quasirandom import SobolEngine
+from torch.utils.tensorboard import SummaryWriter
+
+import bayrn_hopper as bayrn
+import udr_hopper
+
+ROOT = Path(__file__).resolve().parent.parent
+BOX = (torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))  # one (low, high) pair
+
+
+def peak(x):  # a negated shifted quadratic, maximum 0 at (0.3, 0.7), which satisfies low <= high
+    return -((x[..., 0] - 0.3) ** 2 + (x[..., 1] - 0.7) ** 2)
+
+
+def optimize(acquisition, seed, evaluations=15):
+    args = bayrn.Args(acquisition=acquisition, acq_samples=1024, acq_restarts=3, acq_steps=30, gp_iters=100)
+    x = bayrn.repair(SobolEngine(2, scramble=True, seed=seed).draw(5, dtype=torch.float64))
+    y = peak(x)
+    while len(y) < evaluations:
+        gp = bayrn.fit_gp(x, (y - y.mean()) / y.std(), args.gp_iters)
+        nxt, _ = bayrn.propose(gp, float(((y - y.mean()) / y.std()).max()), *BOX, args, seed=seed + len(y))
+        x, y = torch.cat([x, nxt[None]]), torch.cat([y, peak(nxt)[None]])
+    return float(y.max())
+
+
+@pytest.mark.parametrize("acquisition", bayrn.ACQUISITIONS)
+def test_gp_and_acquisition_find_a_known_maximum_better_than_random_search(acquisition):
+    for seed in (1, 2):
+        found = optimize(acquisition, seed)
+        generator = torch.Generator().manual_seed(seed)
+        random_best = float(peak(bayrn.repair(torch.rand(15, 2, generator=generator, dtype=torch.float64))).max())
+        assert found > -2e-3, (seed, found)  # within ~0.045 of (0.3, 0.7)
+        assert found > random_best, (seed, found, random_best)
+
+
+def test_expected_improvement_matches_monte_carlo():
+    mean, std, best = torch.tensor([0.0, 1.0, -0.5]), torch.tensor([1.0, 0.3, 2.0]), 0.4
+    torch.manual_seed(0)
+    samples = mean + std * torch.randn(1_000_000, 3)
+    monte_carlo = (samples - best).clamp_min(0).mean(0)
+    assert torch.allclose(bayrn.expected_improvement(mean, std, best), monte_carlo, atol=1e-2)
+
+
+def test_ucb_is_mean_plus_sqrt_beta_std():
+    mean, std = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])
+    assert torch.allclose(bayrn.ucb(mean, std, beta=0.25), torch.tensor([1.25, -1.0]))
+
+
+def test_unit_cube_round_trip_and_default_box():
+    low, high = bayrn.default_box()
+    source = bayrn.hopper_envs.nominal_masses("source")
+    assert low[0] == pytest.approx(0.2 * source["thigh"]) and high[1] == pytest.approx(1.8 * source["thigh"])
+    phi = low + torch.rand(10, 6, dtype=torch.float64) * (high - low)
+    u = bayrn.to_unit(phi, low, high)
+    assert (u >= 0).all() and (u <= 1).all()
+    assert torch.allclose(bayrn.from_unit(u, low, high), phi)
+
+
+def test_every_proposal_lies_in_the_box_with_ordered_pairs():
+    # A box whose low and high ranges overlap, so that unrepaired points could have low > high.
+    low, high = torch.tensor([1.0, 1.5] * 3, dtype=torch.float64), torch.tensor([3.0, 3.5] * 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    x = torch.rand(8, 6, dtype=torch.float64)
+    gp = bayrn.fit_gp(x, torch.randn(8, dtype=torch.float64), 50)
+    for acquisition in bayrn.ACQUISITIONS:
+        args = bayrn.Args(acquisition=acquisition, acq_samples=512, acq_restarts=4, acq_steps=20)
+        for seed in range(5):
+            phi, _ = bayrn.propose(gp, 1.0, low, high, args, seed)
+            assert (phi >= low - 1e-9).all() and (phi <= high + 1e-9).all()
+            assert (phi[0::2] <= phi[1::2]).all()
+
+
+def test_inner_learner_trains_exactly_like_udr_hopper(tmp_path):
+    bounds = {"thigh": (3.0, 5.0), "leg": (2.0, 3.0), "foot": (4.0, 6.0)}
+    with SummaryWriter(tmp_path) as writer:
+        torch.manual_seed(7)
+        ours, ours_rms = bayrn.Agent(), RunningMeanStd(shape=(11,))
+        bayrn.train_ppo(bayrn.Args(), bounds, ours, ours_rms, 2048, 7, writer, 0)
+        torch.manual_seed(7)
+        theirs, theirs_rms = udr_hopper.Agent(11, 3), RunningMeanStd(shape=(11,))
+        udr_hopper.train(udr_hopper.Args(seed=7, total_timesteps=2048), bounds, theirs, theirs_rms, writer, deque())
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert np.array_equal(ours_rms.mean, theirs_rms.mean)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "bayrn_hopper.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+TINY = ["--num-init", "2", "--iterations", "1", "--inner-timesteps", "2048", "--target-episodes", "2",
+        "--source-episodes", "1", "--eval-episodes", "2", "--gp-iters", "50"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("runs")
+    result = run(*TINY, "--log-dir", str(log_dir))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = log_dir.iterdir()
+    return run_dir
+
+
+def test_tiny_run_writes_history_eval_plot_and_tags(tiny_run):
+    history = [json.loads(line) for line in (tiny_run / bayrn.HISTORY).read_text().splitlines()]
+    assert [r["index"] for r in history] == [0, 1, 2]
+    assert [r["target_episodes_used"] for r in history] == [2, 4, 6]
+    for record in history:
+        assert Path(record["policy"]).exists() and len(record["target_returns"]) == 2
+        assert all(low <= high for low, high in record["bounds"].values())
+    result = json.loads((tiny_run / "eval.json").read_text())
+    assert result["target"]["episodes"] == result["source"]["episodes"] == 2 and result["target_episodes_used"] == 6
+    assert result["phi_star"] == history[result["candidate"]]["bounds"]
+    assert (tiny_run / "bayrn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(tiny_run))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ["bayrn/target_return", "bayrn/acquisition", "bayrn/target_episodes_used", "gp/outputscale",
+                "eval/target_return", "eval/source_return", "charts/episodic_return"] + [f"bayrn/phi_{n}" for n in bayrn.PHI_NAMES]:
+        assert tag in tags, tag
+
+
+def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tiny_run, resumed)
+    lines = (resumed / bayrn.HISTORY).read_text().splitlines()
+    (resumed / bayrn.HISTORY).write_text("\n".join(lines[:2]) + "\n")  # as if stopped after 2 candidates
+    (resumed / "eval.json").unlink()
+    result = run("--resume", str(resumed))
+    assert result.returncode == 0, result.stderr
+    again = [json.loads(line) for line in (resumed / bayrn.HISTORY).read_text().splitlines()]
+    original = [json.loads(line) for line in lines]
+    assert [r["index"] for r in again] == [0, 1, 2]
+    assert again[:2] == original[:2]  # kept as they were
+    assert again[2]["phi"] == pytest.approx(original[2]["phi"])  # the same proposal from the same history
+    assert again[2]["target_returns"] == pytest.approx(original[2]["target_returns"])
+    assert (resumed / "eval.json").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--phi-low", "1", "1", "1", "1", "1", "1", "--phi-high", "2", "2", "0.5", "2", "2", "2"], "low >= high"),
+    (["--phi-low", "1", "2"], "needs 6 numbers"),
+    (["--iterations", "0"], "--iterations"),
+    (["--acquisition", "pi"], "unknown acquisition"),
+    (["--resume", "no/such/run"], "cannot resume"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, words, tmp_path):
+    result = run(*args, "--log-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()
