@@ -63,9 +63,10 @@ def command(args: Args, domain: str, seed: int, scale: float | None, log_dir: st
 
 
 def main(args: Args) -> None:
-    # (train domain, seed, mass scale); None = the script's default scale, which the udr rows use.
-    keys = [(d, s, None) for s in args.seeds for d in ("source", "target", "udr")]
-    keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != udr_hopper.DEFAULT_MASS_SCALE]
+    # (train domain, seed, mass scale); the udr rows use the script's default scale, the sweep the first seed.
+    default = udr_hopper.DEFAULT_MASS_SCALE
+    keys = [(d, s, default if d == "udr" else None) for s in args.seeds for d in ("source", "target", "udr")]
+    keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != default]
     job_dirs = {k: os.path.join(args.runs_dir, args.name, k[0] + ("" if k[2] is None else f"-scale{k[2]}"),
                                 f"seed{k[1]}") for k in keys}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -80,8 +81,7 @@ def main(args: Args) -> None:
         (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
         with open(path) as f:
             result = json.load(f)
-        rows.append({"train_domain": domain, "mass_scale": udr_hopper.DEFAULT_MASS_SCALE if domain == "udr" and scale is None
-                     else scale, "seed": seed, "total_timesteps": args.total_timesteps,
+        rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed, "total_timesteps": args.total_timesteps,
                      "train_return_last100": round(result["train_return_last100"], 1),
                      "source_mean": round(result["source"]["mean"], 1), "source_std": round(result["source"]["std"], 1),
                      "target_mean": round(result["target"]["mean"], 1), "target_std": round(result["target"]["std"], 1),
@@ -91,8 +91,7 @@ def main(args: Args) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    main_rows = [r for r in rows if r["seed"] in args.seeds and (r["train_domain"] != "udr"
-                                                                   or r["mass_scale"] == udr_hopper.DEFAULT_MASS_SCALE)]
+    main_rows = [r for r in rows if r["train_domain"] != "udr" or r["mass_scale"] == default]
     table = {(d, e): [r[f"{e}_mean"] for r in main_rows if r["train_domain"] == d]
              for d in ("source", "target", "udr") for e in ("source", "target")}
     plot(table, args)
