@@ -451,7 +451,7 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
     seed_everything(args.seed + index)
     agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
     if args.warm_start and history:
-        state = torch.load(history[-1]["policy"], weights_only=True)
+        state = torch.load(os.path.join(run_dir, history[-1]["policy"]), weights_only=True)
         agent.load_state_dict(state["agent"])
         obs_rms.mean, obs_rms.var, obs_rms.count = (state["obs_rms"][k].numpy() for k in ("mean", "var", "count"))
     last100 = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, args.seed + index, writer,
@@ -459,10 +459,11 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
     # Target episodes of candidate i use seeds disjoint from every other candidate's and the final evaluation's.
     target = evaluate(agent, obs_rms, "target", args.target_episodes, args.seed + 10**6 + 1000 * index)
     source = evaluate(agent, obs_rms, "source", args.source_episodes, args.seed + 10**6 + 1000 * index)
-    policy = os.path.join(run_dir, "policies", f"candidate{index}.pt")
-    os.makedirs(os.path.dirname(policy), exist_ok=True)
+    policy = os.path.join("policies", f"candidate{index}.pt")  # relative to run_dir: the directory can move
+    os.makedirs(os.path.join(run_dir, "policies"), exist_ok=True)
     torch.save({"agent": agent.state_dict(), "obs_rms": {k: torch.as_tensor(np.asarray(getattr(obs_rms, k)))
-                                                           for k in ("mean", "var", "count")}}, policy)
+                                                           for k in ("mean", "var", "count")}},
+               os.path.join(run_dir, policy))
     used = (history[-1]["target_episodes_used"] if history else 0) + len(target)
     return {"index": index, "phi": [float(v) for v in phi], "bounds": phi_to_bounds(phi),
             "target_return": float(np.mean(target)), "target_returns": target,
@@ -571,7 +572,7 @@ def main(args: Args) -> dict:
         warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)
         best = int(posterior(gp, x)[0].argmax())
     star = history[best]
-    state = torch.load(star["policy"], weights_only=True)
+    state = torch.load(os.path.join(run_dir, star["policy"]), weights_only=True)
     agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
     agent.load_state_dict(state["agent"])
     obs_rms.mean, obs_rms.var, obs_rms.count = (state["obs_rms"][k].numpy() for k in ("mean", "var", "count"))

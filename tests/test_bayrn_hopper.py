@@ -122,7 +122,7 @@ def test_tiny_run_writes_history_eval_plot_and_tags(tiny_run):
     assert [r["index"] for r in history] == [0, 1, 2]
     assert [r["target_episodes_used"] for r in history] == [2, 4, 6]
     for record in history:
-        assert Path(record["policy"]).exists() and len(record["target_returns"]) == 2
+        assert (tiny_run / record["policy"]).exists() and len(record["target_returns"]) == 2
         assert all(low <= high for low, high in record["bounds"].values())
     result = json.loads((tiny_run / "eval.json").read_text())
     assert result["target"]["episodes"] == result["source"]["episodes"] == 2 and result["target_episodes_used"] == 6
