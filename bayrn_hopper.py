@@ -158,14 +158,19 @@ def phi_to_bounds(phi) -> dict[str, tuple[float, float]]:
 
 
 class GP(gpytorch.models.ExactGP):
-    """Zero-order ExactGP: constant mean, outputscale x Matern-5/2 with one lengthscale per input."""
+    """ExactGP: constant mean, outputscale x Matern-5/2 with one lengthscale per input (ARD)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood: gpytorch.likelihoods.GaussianLikelihood):
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
+        # Gamma priors keep the lengthscales near the scale of the unit cube (mean 0.5): with a handful
+        # of points in 6-D, maximizing the likelihood alone collapses a lengthscale and the posterior
+        # becomes spikes through the data (seen in a 6-candidate probe run).
         self.covar_module = gpytorch.kernels.ScaleKernel(
             gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=x.shape[-1],
-                                          lengthscale_constraint=gpytorch.constraints.Interval(0.01, 10.0)),
+                                          lengthscale_prior=gpytorch.priors.GammaPrior(3.0, 6.0),
+                                          lengthscale_constraint=gpytorch.constraints.Interval(0.05, 10.0)),
+            outputscale_prior=gpytorch.priors.GammaPrior(2.0, 0.5),
             outputscale_constraint=gpytorch.constraints.Interval(0.01, 20.0))
         self.covar_module.base_kernel.lengthscale = 0.5
         self.covar_module.outputscale = 1.0
@@ -176,7 +181,8 @@ class GP(gpytorch.models.ExactGP):
 
 def fit_gp(x: torch.Tensor, y: torch.Tensor, iters: int) -> GP:
     """Fit a GP to unit-cube inputs x (n, d) and standardized returns y (n,) by maximizing the exact
-    marginal log likelihood with Adam (lr 0.05); returns it in eval mode (float64 throughout)."""
+    marginal log likelihood plus the log priors (MAP) with Adam (lr 0.05); returns it in eval mode
+    (float64 throughout)."""
     likelihood = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=gpytorch.constraints.Interval(1e-4, 1.0))
     likelihood.noise = 0.1
     model = GP(x, y, likelihood).double()

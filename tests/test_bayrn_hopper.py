@@ -40,11 +40,11 @@ def optimize(acquisition, seed, evaluations=15):
 
 @pytest.mark.parametrize("acquisition", bayrn.ACQUISITIONS)
 def test_gp_and_acquisition_find_a_known_maximum_better_than_random_search(acquisition):
-    for seed in (1,):  # ~10 s per seed on a quiet machine; seed 2 passes as well
+    for seed in (1,):  # a few seconds per seed on a quiet machine; seeds 2 and 3 pass as well
         found = optimize(acquisition, seed)
         generator = torch.Generator().manual_seed(seed)
         random_best = float(peak(bayrn.repair(torch.rand(15, 2, generator=generator, dtype=torch.float64))).max())
-        assert found > -2e-3, (seed, found)  # within ~0.045 of (0.3, 0.7)
+        assert found > -1e-3, (seed, found)  # within ~0.03 of (0.3, 0.7); seeds 1-3 reach 4e-4 or better
         assert found > random_best, (seed, found, random_best)
 
 
