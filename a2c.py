@@ -369,9 +369,11 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
             next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
             advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
                                               args.gamma, args.gae_lambda)
-            old_logprob = agent.dist(obs.flatten(0, 1)).log_prob(actions.flatten(0, 1))
+            log_now = (iteration + 1) % log_every == 0 or iteration + 1 == num_iterations
+            b_obs, b_actions = obs.flatten(0, 1), actions.flatten(0, 1)
+            # pi_old(a|s), only on the updates that are logged: a forward pass the update itself does not need
+            old_logprob = agent.dist(b_obs).log_prob(b_actions) if log_now else None
 
-        b_obs, b_actions = obs.flatten(0, 1), actions.flatten(0, 1)
         b_advantages, b_returns = advantages.flatten(), returns.flatten()
         if args.norm_adv:
             b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
@@ -382,7 +384,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
         optimizer.step()
 
-        if (iteration + 1) % log_every == 0 or iteration + 1 == num_iterations:
+        if log_now:
             with torch.inference_mode():  # how far this one step moved the policy: E[(r - 1) - log r]
                 logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
                 approx_kl = float((logratio.exp() - 1 - logratio).mean())

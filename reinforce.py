@@ -223,12 +223,13 @@ def policy_weights(returns: torch.Tensor, values: torch.Tensor | None, baseline:
     return weights
 
 
-def reinforce_loss(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def reinforce_loss(dist: torch.distributions.Distribution, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """-mean_t[log pi(a_t|s_t) Phi_t], whose gradient is minus the REINFORCE estimate (per step).
 
-    obs (B, obs_dim), actions (B, ...) and weights Phi (B,), a constant. Williams 1992, Eq. 4.
+    dist: pi(.|s_t) with batch shape (B,) (Agent.dist of the batch's observations), actions (B, ...)
+    and weights Phi (B,), a constant. Williams 1992, Eq. 4.
     """
-    return -(agent.dist(obs).log_prob(actions) * weights.detach()).mean()
+    return -(dist.log_prob(actions) * weights.detach()).mean()
 
 
 @torch.inference_mode()
@@ -372,9 +373,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         with torch.no_grad():
             values = agent.value(b_obs) if use_value else None
             weights = policy_weights(b_returns, values, args.baseline, args.norm_adv)
-            old_logprob = agent.dist(b_obs).log_prob(b_actions)
         dist = agent.dist(b_obs)
-        pg_loss = reinforce_loss(agent, b_obs, b_actions, weights)
+        pg_loss = reinforce_loss(dist, b_actions, weights)
+        old_logprob = dist.log_prob(b_actions).detach()
         entropy = dist.entropy().mean()
         optimizer.zero_grad()
         (pg_loss - args.ent_coef * entropy).backward()

@@ -45,7 +45,7 @@ def test_gradient_is_minus_weight_times_score_on_a_two_action_problem():
     agent = reinforce.Agent(2, 2, discrete=True)
     obs, actions = torch.randn(4, 2), torch.tensor([0, 0, 1, 1])
     weights = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    loss = reinforce.reinforce_loss(agent, obs, actions, weights)
+    loss = reinforce.reinforce_loss(agent.dist(obs), actions, weights)
     loss.backward()
     probs = agent.dist(obs).probs.detach()
     expected = -(weights[:, None] * (torch.nn.functional.one_hot(actions, 2) - probs)).mean(0)
@@ -61,7 +61,7 @@ def test_gaussian_step_moves_the_mean_towards_rewarded_actions():
     agent = reinforce.Agent(1, 1, discrete=False)
     obs = torch.zeros(2, 1)
     actions = torch.tensor([[1.0], [-1.0]])  # +1 rewarded, -1 punished
-    loss = reinforce.reinforce_loss(agent, obs, actions, torch.tensor([1.0, -1.0]))
+    loss = reinforce.reinforce_loss(agent.dist(obs), actions, torch.tensor([1.0, -1.0]))
     before = agent.actor(obs[:1]).item()
     loss.backward()
     torch.optim.SGD(agent.actor.parameters(), lr=0.1).step()
