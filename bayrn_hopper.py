@@ -588,7 +588,8 @@ def main(args: Args) -> dict:
         train_ppo(args, star["bounds"], agent, obs_rms, args.final_timesteps, args.seed + 10**5, writer,
                   step_offset=len(history) * args.inner_timesteps)
     result = {"phi_star": star["bounds"], "candidate": best, "candidates": len(history),
-              "target_episodes_used": history[-1]["target_episodes_used"], "final_timesteps": args.final_timesteps}
+              "target_episodes_used": history[-1]["target_episodes_used"], "final_timesteps": args.final_timesteps,
+              "train_return_last100": star["train_return_last100"], "loop_seconds": sum(r["seconds"] for r in history)}
     for domain in ("target", "source"):  # final measurement: seeds seed + 2 * 10**6 + k, used by no candidate
         returns = evaluate(agent, obs_rms, domain, args.eval_episodes, args.seed + 2 * 10**6)
         result[domain] = {"mean": float(np.mean(returns)) if returns else None,

@@ -1,6 +1,7 @@
 """benchmark/run.py end to end on a tiny budget: it runs our script and writes CSV, MD and PNG."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,16 +46,38 @@ def test_trpo_step_equals_sb3_contrib_with_its_kl_averaged_over_action_dims():
 
 def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
     command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048", "--seeds", "1",
-               "--mass-scales", "0.5", "--eval-episodes", "2", "--name", "tiny",
+               "--mass-scales", "0.5", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2", "--bayrn-iterations", "1",
                "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "tiny.csv") as f:
         rows = list(csv.DictReader(f))
-    # source, target, udr at the default scale (0.1), and the sweep's udr at 0.5
+    # source, target, bayrn, udr at the default scale (0.1), and the sweep's udr at 0.5
     assert sorted((r["train_domain"], r["mass_scale"]) for r in rows) == [
-        ("source", ""), ("target", ""), ("udr", "0.1"), ("udr", "0.5")]
+        ("bayrn", ""), ("source", ""), ("target", ""), ("udr", "0.1"), ("udr", "0.5")]
+    # 3 BayRn candidates x 5 target episodes; no other row touches the target while training
+    assert {r["train_domain"]: int(r["loop_target_episodes"]) for r in rows} == {
+        "bayrn": 15, "source": 0, "target": 0, "udr": 0}
     summary = (tmp_path / "results" / "tiny.md").read_text()
-    for row in ("| S -> S |", "| S -> T |", "| T -> T |", "| UDR -> S |", "| UDR -> T |", "| ±10% |", "| ±50% |"):
+    for row in ("| S -> S |", "| S -> T |", "| T -> T |", "| UDR -> S |", "| UDR -> T |", "| BayRn -> S |",
+                "| BayRn -> T |", "| ±10% |", "| ±50% |"):
         assert row in summary, row
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import transfer
+
+    args = transfer.Args(total_timesteps=4096, bayrn_init=2, bayrn_iterations=1, eval_episodes=3)
+    fresh = transfer.bayrn_command(args, 7, str(tmp_path))
+    assert "--resume" not in fresh and fresh[fresh.index("--inner-timesteps") + 1] == "4096"
+    run_dir = tmp_path / "CustomHopper-udr__bayrn_hopper__7__1"
+    run_dir.mkdir()
+    saved = {"seed": 7, "inner_timesteps": 4096, "num_init": 2, "iterations": 1, "eval_episodes": 3}
+    (run_dir / "args.json").write_text(json.dumps(saved))
+    assert transfer.bayrn_command(args, 7, str(tmp_path))[-2:] == ["--resume", str(run_dir)]
+    (run_dir / "args.json").write_text(json.dumps({**saved, "inner_timesteps": 2048}))
+    with pytest.raises(SystemExit) as stop:
+        transfer.bayrn_command(args, 7, str(tmp_path))
+    assert stop.value.code == 2
