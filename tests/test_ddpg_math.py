@@ -1,6 +1,7 @@
 """ddpg: the replay buffer (ring, sample shapes, truncation vs termination as stored by the training
 loop), the Polyak update, the critic target, the actor's ascent on Q, the OU process."""
 
+import tracemalloc
 from collections import deque
 
 import numpy as np
@@ -34,6 +35,22 @@ def test_sample_shapes_dtypes_and_only_stored_rows():
     assert rewards.shape == terminated.shape == (64,)
     assert all(x.dtype == torch.float32 for x in (obs, actions, rewards, next_obs, terminated))
     assert rewards.max() <= 9 and torch.equal(next_obs[:, 0], obs[:, 0] + 1) and torch.equal(actions[:, 0], -rewards)
+
+
+def test_buffer_memory_stays_flat_once_full():
+    tracemalloc.start()
+    try:
+        buffer = filled_buffer(capacity=1000, inserts=1000)
+        full = tracemalloc.get_traced_memory()[0]
+        for k in range(5000):  # five more fills, sampling as training does
+            buffer.add(np.full(2, k), np.full(1, -k), float(k), np.full(2, k + 1), False)
+            if k % 100 == 0:
+                buffer.sample(256)
+        grown = tracemalloc.get_traced_memory()[0] - full
+    finally:
+        tracemalloc.stop()
+    # a buffer that kept its transitions in growing lists would hold ~5000 more rows (> 500 kB)
+    assert grown < 10_000, grown
 
 
 def run_random_steps(env_id, steps, tmp_path):
