@@ -179,6 +179,39 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
+def update(batch: tuple[torch.Tensor, ...], actor: Actor, critic: Critic, actor_target: Actor, critic_target: Critic,
+           actor_optimizer: torch.optim.Optimizer, critic_optimizer: torch.optim.Optimizer, gamma: float, tau: float,
+           update_actor: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One DDPG gradient step (Lillicrap et al. 2015, Algorithm 1, the lines after "Sample a random
+    minibatch"): the critic, then, if update_actor, the actor and the two Polyak target updates.
+
+    batch: (obs (B, obs_dim), actions (B, act_dim), rewards (B,), next_obs (B, obs_dim), terminated (B,)),
+    as ReplayBuffer.sample returns it. Returns (critic loss, Q(s, a) (B,), actor loss or None), detached.
+    """
+    obs, actions, rewards, next_obs, terminated = batch
+    with torch.no_grad():
+        y = td_target(rewards, terminated, critic_target(next_obs, actor_target(next_obs)), gamma)
+    q = critic(obs, actions)
+    qf_loss = ((q - y) ** 2).mean()  # Eq. 4 of Lillicrap et al.
+    critic_optimizer.zero_grad(set_to_none=True)
+    qf_loss.backward()
+    critic_optimizer.step()
+    actor_loss = None
+    if update_actor:
+        # Deterministic policy gradient (Silver et al. 2014, Theorem 1): ascend Q(s, mu(s)) with the
+        # critic just updated. autograd.grad asks only for the actor's gradients, so the critic's weight
+        # gradients (a 256 x 256 matrix product per layer) are never computed.
+        actor_loss = -critic(obs, actor(obs)).mean()
+        params = list(actor.parameters())
+        for p, g in zip(params, torch.autograd.grad(actor_loss, params)):
+            p.grad = g
+        actor_optimizer.step()
+        soft_update(critic_target, critic, tau)
+        soft_update(actor_target, actor, tau)
+        actor_loss = actor_loss.detach()
+    return qf_loss.detach(), q.detach(), actor_loss
+
+
 class OUNoise:
     """Ornstein-Uhlenbeck process dx = theta (0 - x) dt + sigma sqrt(dt) N(0, 1), dt = 1e-2, per
     action dimension; temporally correlated exploration (Lillicrap et al. 2015, Section 7)."""
@@ -276,7 +309,6 @@ def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train
         p.requires_grad_(False)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
-    actor_params = list(actor.parameters())
     half_range = (high - low) / 2
     ou = OUNoise(act_dim, args.ou_theta, args.exploration_noise, rng) if args.noise == "ou" else None
 
@@ -304,23 +336,10 @@ def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train
                 ou.reset()
 
         if global_step > args.learning_starts:
-            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = replay_buffer.sample(args.batch_size)
-            with torch.no_grad():
-                y = td_target(b_rewards, b_terminated, critic_target(b_next_obs, actor_target(b_next_obs)), args.gamma)
-            q = critic(b_obs, b_actions)
-            qf_loss = ((q - y) ** 2).mean()  # Eq. 4 of Lillicrap et al.
-            critic_optimizer.zero_grad(set_to_none=True)
-            qf_loss.backward()
-            critic_optimizer.step()
-            if global_step % args.policy_frequency == 0:
-                # Deterministic policy gradient: ascend Q(s, mu(s)). autograd.grad asks only for the
-                # actor's gradients, so the critic's weight gradients are never computed.
-                actor_loss = -critic(b_obs, actor(b_obs)).mean()
-                for p, g in zip(actor_params, torch.autograd.grad(actor_loss, actor_params)):
-                    p.grad = g
-                actor_optimizer.step()
-                soft_update(critic_target, critic, args.tau)
-                soft_update(actor_target, actor, args.tau)
+            qf_loss, q, loss = update(replay_buffer.sample(args.batch_size), actor, critic, actor_target, critic_target,
+                                      actor_optimizer, critic_optimizer, args.gamma, args.tau,
+                                      update_actor=global_step % args.policy_frequency == 0)
+            actor_loss = loss if loss is not None else actor_loss
 
         if global_step % 1000 == 0 or global_step == args.total_timesteps:
             sps = int(global_step / (time.time() - start))

@@ -1,6 +1,7 @@
 """ddpg: the replay buffer (ring, sample shapes, truncation vs termination as stored by the training
 loop), the Polyak update, the critic target, the actor's ascent on Q, the OU process."""
 
+import copy
 import tracemalloc
 from collections import deque
 
@@ -110,10 +111,49 @@ def test_actor_step_raises_q_of_its_own_actions():
     actor, critic = ddpg.Actor(3, 2, -np.ones(2), np.ones(2)), ddpg.Critic(3, 2)
     obs = torch.randn(64, 3)
     before = critic(obs, actor(obs)).mean().item()
-    optimizer = torch.optim.SGD(actor.parameters(), lr=0.01)
-    (-critic(obs, actor(obs)).mean()).backward()
-    optimizer.step()
+    batch = (obs, torch.rand(64, 2) * 2 - 1, torch.randn(64), torch.randn(64, 3), torch.zeros(64))
+    ddpg.update(batch, actor, critic, copy.deepcopy(actor), copy.deepcopy(critic),
+                torch.optim.SGD(actor.parameters(), lr=0.01), torch.optim.SGD(critic.parameters(), lr=0.0),
+                gamma=0.99, tau=0.005)
     assert critic(obs, actor(obs)).mean().item() > before
+
+
+def test_update_is_critic_step_then_actor_step_on_the_new_critic_then_polyak():
+    torch.manual_seed(0)
+    actor, critic = ddpg.Actor(3, 2, -np.ones(2), np.ones(2)), ddpg.Critic(3, 2)
+    actor_target, critic_target = ddpg.Actor(3, 2, -np.ones(2), np.ones(2)), ddpg.Critic(3, 2)
+    batch = (torch.randn(32, 3), torch.rand(32, 2) * 2 - 1, torch.randn(32), torch.randn(32, 3),
+             (torch.rand(32) < 0.2).float())
+    gamma, tau, lr = 0.9, 0.1, 0.05
+    nets = [copy.deepcopy(n) for n in (actor, critic, actor_target, critic_target)]
+
+    # by hand, plain SGD: theta_Q -= lr grad (Q - y)^2; theta_mu += lr grad Q_new(s, mu(s)); then Polyak
+    obs, actions, rewards, next_obs, terminated = batch
+    y = rewards + gamma * (1 - terminated) * critic_target(next_obs, actor_target(next_obs)).detach()
+    critic_grads = torch.autograd.grad(((critic(obs, actions) - y) ** 2).mean(), list(critic.parameters()))
+    with torch.no_grad():
+        for p, g in zip(critic.parameters(), critic_grads):
+            p -= lr * g
+    actor_grads = torch.autograd.grad(-critic(obs, actor(obs)).mean(), list(actor.parameters()))
+    with torch.no_grad():
+        for p, g in zip(actor.parameters(), actor_grads):
+            p -= lr * g
+        for target, source in ((actor_target, actor), (critic_target, critic)):
+            for pt, ps in zip(target.parameters(), source.parameters()):
+                pt.copy_(tau * ps + (1 - tau) * pt)
+
+    ddpg.update(batch, *nets, torch.optim.SGD(nets[0].parameters(), lr=lr), torch.optim.SGD(nets[1].parameters(), lr=lr),
+                gamma=gamma, tau=tau)
+    for expected, got in zip((actor, critic, actor_target, critic_target), nets):
+        for pe, pg in zip(expected.parameters(), got.parameters()):
+            assert torch.allclose(pe, pg, atol=1e-6)
+
+    # update_actor=False (a delayed policy update) moves the critic only
+    frozen = [copy.deepcopy(n) for n in (nets[0], nets[2], nets[3])]
+    ddpg.update(batch, *nets, torch.optim.SGD(nets[0].parameters(), lr=lr), torch.optim.SGD(nets[1].parameters(), lr=lr),
+                gamma=gamma, tau=tau, update_actor=False)
+    for before, after in zip(frozen, (nets[0], nets[2], nets[3])):
+        assert all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
 
 
 def test_actor_output_stays_inside_asymmetric_bounds():
