@@ -81,3 +81,16 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     with pytest.raises(SystemExit) as stop:
         transfer.bayrn_command(args, 7, str(tmp_path))
     assert stop.value.code == 2
+
+
+def test_ddpg_profile_times_each_part_and_prints_the_operators():
+    command = [sys.executable, str(ROOT / "benchmark" / "profile_ddpg.py"), "--env-id", "Pendulum-v1",
+               "--updates", "5", "--repeats", "1", "--bf16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = {name: value for name, value in cells if value.replace(".", "").isdigit()}
+    assert set(rows) == {"env step + buffer add", "actor inference (1 obs)", "ddpg.update (fp32)",
+                         "ddpg.update (bf16 autocast)"}
+    assert all(float(ms) > 0 for ms in rows.values())
+    assert "aten::addmm" in result.stdout  # the profile of the linear layers inside ddpg.update
