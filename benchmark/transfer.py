@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import platform
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,11 +109,18 @@ def main(args: Args) -> None:
     if failed:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
 
-    rows = []
+    rows, searches = [], {}
+    os.makedirs(args.results_dir, exist_ok=True)
     for (domain, seed, scale), job_dir in job_dirs.items():
         (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
         with open(path) as f:
             result = json.load(f)
+        if domain == "bayrn":  # keep each search's candidates and figure beside the table
+            run_dir = os.path.dirname(path)
+            with open(os.path.join(run_dir, "bayrn_history.jsonl")) as f:
+                searches[seed] = ([json.loads(line) for line in f], result)
+            for source, ext in (("bayrn_history.jsonl", "jsonl"), ("bayrn.png", "png")):
+                shutil.copy(os.path.join(run_dir, source), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.{ext}"))
         rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed, "total_timesteps": args.total_timesteps,
                      "train_return_last100": round(result["train_return_last100"], 1),
                      "source_mean": round(result["source"]["mean"], 1), "source_std": round(result["source"]["std"], 1),
@@ -121,7 +129,6 @@ def main(args: Args) -> None:
                      # BayRn: the target episodes its loop spent choosing phi*, and the whole loop's time
                      "loop_target_episodes": result.get("target_episodes_used", 0),
                      "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"] + result.get("loop_seconds", 0), 1)})
-    os.makedirs(args.results_dir, exist_ok=True)
     with open(os.path.join(args.results_dir, f"{args.name}.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -130,7 +137,7 @@ def main(args: Args) -> None:
     table = {(d, e): [r[f"{e}_mean"] for r in main_rows if r["train_domain"] == d]
              for d in domains for e in ("source", "target")}
     plot(table, domains, args)
-    write_summary(table, rows, sorted({j.get("commit", "unknown") for j in jobs.values()}), args)
+    write_summary(table, rows, searches, sorted({j.get("commit", "unknown") for j in jobs.values()}), args)
 
 
 def plot(table: dict, domains: tuple[str, ...], args: Args) -> None:
@@ -154,11 +161,12 @@ def plot(table: dict, domains: tuple[str, ...], args: Args) -> None:
     plt.close(fig)
 
 
-def write_summary(table: dict, rows: list[dict], commits: list[str], args: Args) -> None:
+def write_summary(table: dict, rows: list[dict], searches: dict, commits: list[str], args: Args) -> None:
     made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
-    lines = [f"# Hopper source -> target transfer, udr_hopper.py (PPO), {args.total_timesteps} steps, seeds {args.seeds}",
+    scripts = "udr_hopper.py and bayrn_hopper.py" if searches else "udr_hopper.py"
+    lines = [f"# Hopper source -> target transfer, {scripts} (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
              "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |", "|---|---|---|"]
     for d, e in (("source", "source"), ("source", "target"), ("target", "target"), ("target", "source"),
                  ("udr", "source"), ("udr", "target"), ("bayrn", "source"), ("bayrn", "target")):
@@ -176,6 +184,15 @@ def write_summary(table: dict, rows: list[dict], commits: list[str], args: Args)
                        f"the loop per seed: {', '.join(str(r['loop_target_episodes']) for r in bayrn)}. "
                        f"BayRn->T / UDR->T = {bayrn_t / udr_t:.2f} (bar 1.00); "
                        f"BayRn->T / T->T = {bayrn_t / t_t:.2f} (bar 0.95).")]
+        lines += ["", ("| seed | phi* = candidate | its J_real in the loop | highest J_real in the loop | phi* policy on T "
+                       f"({args.eval_episodes} episodes) |"), "|---|---|---|---|---|"]
+        for seed, (history, result) in searches.items():
+            top = max(history, key=lambda r: r["target_return"])
+            lines.append(f"| {seed} | {result['candidate']} | {history[result['candidate']]['target_return']:.0f} | "
+                         f"{top['target_return']:.0f} (candidate {top['index']}) | {result['target']['mean']:.0f} |")
+        lines += ["", (f"phi* is the candidate with the highest GP posterior mean (not the highest J_real). Every "
+                       f"candidate, its phi and J_real: {args.name}-bayrn-seed<seed>.jsonl; the search and the GP: "
+                       f"{args.name}-bayrn-seed<seed>.png.")]
     lines += ["", f"## --mass-scale sweep, seed {args.seeds[0]}", "",
               "| mass scale | UDR -> S | UDR -> T | last-100 training return |", "|---|---|---|---|"]
     for r in sorted((r for r in rows if r["train_domain"] == "udr" and r["seed"] == args.seeds[0]),

@@ -63,6 +63,11 @@ def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
                 "| BayRn -> T |", "| ±10% |", "| ±50% |"):
         assert row in summary, row
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the BayRn search itself is kept beside the table: every candidate, and its figure
+    history = (tmp_path / "results" / "tiny-bayrn-seed1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in history] == [0, 1, 2]
+    assert (tmp_path / "results" / "tiny-bayrn-seed1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 1 | " in summary  # the per-seed phi* row
 
 
 def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_path, monkeypatch):
