@@ -83,13 +83,14 @@ def run_job(command: list[str], job_dir: str) -> dict:
         if job["returncode"] == 0:
             return job
     os.makedirs(job_dir, exist_ok=True)
-    commit = git_commit()
+    commit, load = git_commit(), os.getloadavg()[0]  # load: what else ran on the machine as this job began
     start = datetime.datetime.now().timestamp()
     with open(os.path.join(job_dir, "output.log"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
     job = {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status),
-           "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024}
+           "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
+           "loadavg_at_start": load}
     with open(done, "w") as f:
         json.dump(job, f, indent=2)
     return job
@@ -172,7 +173,8 @@ def main(args: Args) -> None:
                      "eval_mean": round(result["mean"], 1), "eval_std": round(result["std"], 1),
                      "eval_episodes": result["episodes"],
                      "sps": round(ours_sps(job_dir) if impl == "ours" else result["sps"], 1),
-                     "wall_seconds": round(job["wall_seconds"], 1), "peak_rss_mb": round(job["peak_rss_mb"], 1)})
+                     "wall_seconds": round(job["wall_seconds"], 1), "peak_rss_mb": round(job["peak_rss_mb"], 1),
+                     "loadavg_at_start": job.get("loadavg_at_start")})
     os.makedirs(args.results_dir, exist_ok=True)
     with open(os.path.join(args.results_dir, f"{name}.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -223,8 +225,11 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
                      f"{mean_std([r['wall_seconds'] for r in mine])} | {max(r['peak_rss_mb'] for r in mine):.0f} |")
     if len(impls) == 2 and args.paired:
         ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
-        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (each pair alone on the machine): "
-                       f"{', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}.")]
+        loads = [r["loadavg_at_start"] for r in rows]
+        load = "not recorded" if None in loads else ", ".join(f"{x:.1f}" for x in loads)
+        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (ours and the peer of a seed run side by side, "
+                       f"under the same load): {', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}. "
+                       f"1-minute load average as each run started: {load}.")]
     elif len(impls) == 2:
         lines += ["", "SPS here is measured while other runs share the machine; compare speed with a --paired run."]
     lines += ["", (f"Mean ± std over seeds; deterministic evaluation = {args.eval_episodes} episodes with frozen "

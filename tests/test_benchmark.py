@@ -36,6 +36,21 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     assert job.stat().st_mtime_ns == stamp
 
 
+def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
+    pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+    command = [sys.executable, str(ROOT / "benchmark" / "run.py"), "--algo", "ppo", "--env-id", "InvertedPendulum-v4",
+               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--peer", "--paired",
+               "--name", "pair", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results" / "pair.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["impl"] for r in rows] == ["ours", "SB3 PPO"] and all(float(r["loadavg_at_start"]) >= 0 for r in rows)
+    (line,) = [x for x in (tmp_path / "results" / "pair.md").read_text().splitlines() if x.startswith("SPS ratio")]
+    ratio = float(rows[0]["sps"]) / float(rows[1]["sps"])
+    assert f"median {ratio:.2f}" in line and "load average as each run started: " in line
+
+
 def test_trpo_step_equals_sb3_contrib_with_its_kl_averaged_over_action_dims():
     pytest.importorskip("sb3_contrib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
     result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "check_trpo_step.py")],
