@@ -103,14 +103,19 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     assert stop.value.code == 2
 
 
-def test_ddpg_profile_times_each_part_and_prints_the_operators():
+def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     command = [sys.executable, str(ROOT / "benchmark" / "profile_ddpg.py"), "--env-id", "Pendulum-v1",
-               "--updates", "5", "--repeats", "1", "--bf16"]
+               "--updates", "5", "--repeats", "1", "--bf16", "--sb3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in result.stdout.splitlines() if line.startswith("| ")]
-    rows = {name: value for name, value in cells if value.replace(".", "").isdigit()}
+    rows = {name: (float(ms), float(mflop)) for name, ms, mflop, _ in cells[1:]}
     assert set(rows) == {"env step + buffer add", "actor inference (1 obs)", "ddpg.update (fp32)",
-                         "ddpg.update (bf16 autocast)"}
-    assert all(float(ms) > 0 for ms in rows.values())
+                         "reference: one 256 x 256 product", "ddpg.update (bf16 autocast)",
+                         "SB3 DDPG train(gradient_steps=1)"}
+    assert all(ms > 0 for ms, _ in rows.values())
+    assert rows["env step + buffer add"][1] == 0 and rows["reference: one 256 x 256 product"][1] == 33.6  # 2 x 256^3
+    # the same products under autocast; SB3 adds the critic's weight gradients in its actor step
+    assert rows["ddpg.update (bf16 autocast)"][1] == rows["ddpg.update (fp32)"][1] < rows["SB3 DDPG train(gradient_steps=1)"][1]
+    assert "x faster." in result.stdout
     assert "aten::addmm" in result.stdout  # the profile of the linear layers inside ddpg.update

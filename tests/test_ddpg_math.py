@@ -1,5 +1,6 @@
 """ddpg: the replay buffer (ring, sample shapes, truncation vs termination as stored by the training
-loop), the Polyak update, the critic target, the actor's ascent on Q, the OU process."""
+loop), the Polyak update, the critic target, the actor's ascent on Q, the matrix products of one
+update, the OU process."""
 
 import copy
 import tracemalloc
@@ -154,6 +155,29 @@ def test_update_is_critic_step_then_actor_step_on_the_new_critic_then_polyak():
                 gamma=gamma, tau=tau, update_actor=False)
     for before, after in zip(frozen, (nets[0], nets[2], nets[3])):
         assert all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+
+
+def test_update_does_only_the_matrix_products_the_algorithm_needs():
+    # FLOPs of one Linear layer's forward product on B rows: 2 B n_in n_out. One update needs:
+    # critic step: mu'(s') and Q'(s', .) forward, Q(s, a) forward, its backward (weight gradients of all
+    # three layers, input gradients of layers 2-3); actor step: mu(s) and Q(s, mu(s)) forward, Q's input
+    # gradients through all three layers (no weight gradients), mu's weight gradients and its input
+    # gradients of layers 2-3. Computing anything more (e.g. the critic's weight gradients in the actor
+    # step, as loss.backward() would) adds 2 B x the critic's size.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    obs_dim, act_dim, batch_size, hidden = 11, 3, 64, 256
+    actor, critic = ddpg.Actor(obs_dim, act_dim, -np.ones(act_dim), np.ones(act_dim)), ddpg.Critic(obs_dim, act_dim)
+    nets = (actor, critic, copy.deepcopy(actor).requires_grad_(False), copy.deepcopy(critic).requires_grad_(False))
+    batch = (torch.randn(batch_size, obs_dim), torch.rand(batch_size, act_dim), torch.randn(batch_size),
+             torch.randn(batch_size, obs_dim), torch.zeros(batch_size))
+    with FlopCounterMode(display=False) as counter:
+        ddpg.update(batch, *nets, torch.optim.Adam(actor.parameters()), torch.optim.Adam(critic.parameters()),
+                    gamma=0.99, tau=0.005)
+    actor_first, critic_first = 2 * batch_size * obs_dim * hidden, 2 * batch_size * (obs_dim + act_dim) * hidden
+    actor_all = actor_first + 2 * batch_size * (hidden * hidden + hidden * act_dim)
+    critic_all = critic_first + 2 * batch_size * (hidden * hidden + hidden)
+    assert counter.get_total_flops() == 4 * actor_all - actor_first + 6 * critic_all - critic_first
 
 
 def test_actor_output_stays_inside_asymmetric_bounds():
