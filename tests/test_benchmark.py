@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
@@ -22,7 +23,7 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     with open(tmp_path / "results" / "tiny.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["impl"] == "ours" and row["seed"] == "1" and row["eval_episodes"] == "2"
-    for column in ("train_return_last100", "eval_mean", "eval_std", "sps", "wall_seconds", "peak_rss_mb"):
+    for column in ("train_return_last100", "train_return_best100", "eval_mean", "eval_std", "sps", "wall_seconds", "peak_rss_mb"):
         assert float(row[column]) >= 0, column
     assert float(row["sps"]) > 0 and float(row["peak_rss_mb"]) > 50  # a python + torch process
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,6 +35,16 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     stamp = job.stat().st_mtime_ns
     assert subprocess.run(command, capture_output=True, timeout=300, check=False).returncode == 0
     assert job.stat().st_mtime_ns == stamp
+
+
+def test_best_moving_mean_is_the_highest_window_not_the_last(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import run
+
+    returns = np.concatenate([np.zeros(100), np.full(100, 10.0), np.full(100, 5.0)])
+    assert run.best_moving_mean(returns) == pytest.approx(10.0)
+    assert run.best_moving_mean(returns, window=200) == pytest.approx(7.5)  # episodes 100-299
+    assert run.best_moving_mean(np.array([1.0, 2.0, 6.0])) == pytest.approx(3.0)  # fewer episodes than the window: all
 
 
 def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
