@@ -5,8 +5,8 @@ products only) and the rate they run at, and torch.profiler's table of the opera
 After learning_starts, every DDPG step is one env step + one actor inference + one update, so
 these three numbers bound the SPS of a 1M-step run. The row "reference: one 256 x 256 product" is a
 bare matrix product of the update's most common shape: the rate this core reaches on it is the rate
-an update made only of such products could reach, so update time x (update rate / reference rate)
-is roughly what is left to gain without doing fewer or cheaper operations. `--sb3` adds Stable-Baselines3
+an update made only of such products could reach, so the update's FLOPs / that rate is about the
+shortest the update can take without doing fewer or cheaper operations. `--sb3` adds Stable-Baselines3
 DDPG's gradient step with benchmark/sb3_peer.py's settings (the speed bar's peer); `--bf16` times
 the update under CPU bfloat16 autocast (a what-if: ddpg.py does not use it, it changes the numerics).
 

@@ -230,9 +230,9 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     for impl in impls:
         mine = [r for r in rows if r["impl"] == impl]
-        lines.append(f"| {impl} | {mean_std([r['train_return_last100'] for r in mine])} | "
-                     f"{mean_std([r['train_return_best100'] for r in mine])} | {mean_std([r['eval_mean'] for r in mine])} | {mean_std([r['sps'] for r in mine])} | "
-                     f"{mean_std([r['wall_seconds'] for r in mine])} | {max(r['peak_rss_mb'] for r in mine):.0f} |")
+        columns = ("train_return_last100", "train_return_best100", "eval_mean", "sps", "wall_seconds")
+        lines.append(f"| {impl} | " + " | ".join(mean_std([r[c] for r in mine]) for c in columns)
+                     + f" | {max(r['peak_rss_mb'] for r in mine):.0f} |")
     if len(impls) == 2 and args.paired:
         ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
         loads = [r["loadavg_at_start"] for r in rows]
