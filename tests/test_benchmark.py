@@ -115,6 +115,7 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
 
 
 def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
+    pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
     command = [sys.executable, str(ROOT / "benchmark" / "profile_ddpg.py"), "--env-id", "Pendulum-v1",
                "--updates", "5", "--repeats", "1", "--bf16", "--sb3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
