@@ -16,13 +16,16 @@ truncation bootstraps V(final observation) instead of being treated as a termina
 
     python ppo_continuous.py --env-id Hopper-v4
     python ppo_continuous.py --env-id InvertedPendulum-v4 --total-timesteps 50000 --surrogate adaptive-kl
-    python ppo_continuous.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+    python ppo_continuous.py --env-id Hopper-v4 --checkpoint runs/<run>/best_model.pt
+    python ppo_continuous.py --env-id Hopper-v4 --init-checkpoint runs/<run>/model.pt --total-timesteps 500000
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -31,6 +34,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -105,6 +109,12 @@ class Args:
     """deterministic evaluation episodes after training"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt: weights, normalization, optimizer, global step, kl_beta"""
+    eval_freq: int = 50_000
+    """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
@@ -226,20 +236,156 @@ def adapt_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     return kl_beta
 
 
-@torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, seed: int,
-             video_dir: str | None = None) -> list[float]:
-    """Returns of `episodes` deterministic (mean-action) episodes, frozen normalization.
+class Rollout(NamedTuple):
+    """T steps of N envs collected by the current policy (PPO paper, Algorithm 1, line 3).
 
-    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
+    obs, final_obs: (T, N, obs_dim) normalized; final_obs[t, i] is the last observation of an
+    episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
+    samples. rewards: (T, N), normalized and clipped. terminated, dones = terminated | truncated:
+    (T, N) bool. last_obs: (N, obs_dim) normalized observation after step T-1; next_obs: the same,
+    raw, where the next rollout starts. episodes: (t, raw return, length) of each finished episode.
     """
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    dones: torch.Tensor
+    final_obs: torch.Tensor
+    last_obs: torch.Tensor
+    next_obs: np.ndarray
+    episodes: list[tuple[int, float, int]]
+
+
+def make_vector_env(env_id: str, num_envs: int, gamma: float) -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
+    """Training envs with raw-return statistics, reward scaling and clipping (Huang et al. 2022,
+    details 6-7); returns (envs, the reward normalizer's running statistics of the discounted return)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+    return envs, reward_normalizer
+
+
+@torch.inference_mode()
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
+                    num_steps: int) -> Rollout:
+    """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    N, obs_dim = next_obs.shape
+    obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
+    actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
+    rewards = torch.zeros((num_steps, N))
+    terminated, dones = torch.zeros((num_steps, N), dtype=torch.bool), torch.zeros((num_steps, N), dtype=torch.bool)
+    # The loop writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    episodes = []
+    for step in range(num_steps):
+        obs_rms.update(next_obs)
+        normalized = normalize_obs(next_obs, obs_rms)
+        # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
+        mean = agent.actor_mean(normalized)
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        obs_np[step] = normalized.numpy()
+        # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
+        next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
+        rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+        for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+            final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
+        for i in np.flatnonzero(infos.get("_episode", ())):
+            episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
+                   next_obs, episodes)
+
+
+@torch.inference_mode()
+def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
+    """GAE over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
+
+    Returns (advantages, returns, values), each (T, N): values = V(s_t) of the rollout's policy.
+    """
+    values = agent.value(rollout.obs)  # one batched forward: the networks did not change during the rollout
+    # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+    # (used at a truncation; compute_gae ignores it after a termination).
+    following = torch.cat([values[1:], agent.value(rollout.last_obs)[None]])
+    next_values = torch.where(rollout.dones, agent.value(rollout.final_obs), following)
+    advantages, returns = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                                      gamma, gae_lambda)
+    return advantages, returns, values
+
+
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
+               returns: torch.Tensor, values: torch.Tensor, *, update_epochs: int, minibatch_size: int,
+               surrogate: str, clip_coef: float, kl_beta: float, kl_target: float, norm_adv: bool,
+               clip_vloss: bool, ent_coef: float, vf_coef: float, max_grad_norm: float,
+               target_kl: float | None) -> tuple[list[float], int, float]:
+    """Epochs of minibatch Adam steps on the loss of Eq. 9 (PPO paper, Algorithm 1, line 6).
+
+    advantages, returns, values: (T, N) from advantages_and_returns. Returns the update's mean
+    [policy loss, value loss, entropy, approx KL, clip fraction], the epochs run (fewer with
+    target_kl) and the KL coefficient for the next update (adapted, Section 4, for adaptive-kl).
+    """
+    batch_size = advantages.numel()
+    b_obs, b_actions = rollout.obs.reshape(batch_size, -1), rollout.actions.reshape(batch_size, -1)
+    b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+    with torch.inference_mode():
+        dist = agent.dist(b_obs)
+        b_logprobs, b_means = dist.log_prob(b_actions).sum(-1), dist.loc
+    old_std = agent.actor_logstd.detach().exp().expand(batch_size, -1).clone()
+    stats = []
+    for epoch in range(update_epochs):
+        epoch_kl = []
+        for mb in torch.randperm(batch_size).split(minibatch_size):
+            mb_obs = b_obs[mb]
+            dist = agent.dist(mb_obs)
+            logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
+            ratio = logratio.exp()
+            if surrogate in ("fixed-kl", "adaptive-kl"):  # the penalty needs the exact KL[pi_old, pi]
+                kl = kl_divergence(Normal(b_means[mb], old_std[mb]), dist).sum(-1)
+            else:  # only logged: the unbiased estimate E[(r - 1) - log r] of the same KL, much cheaper
+                kl = (ratio - 1) - logratio
+            mb_adv = b_advantages[mb]
+            if norm_adv:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pg_loss = policy_loss(surrogate, ratio, mb_adv, kl, clip_coef, kl_beta)
+            new_value = agent.value(mb_obs)
+            v_loss = (new_value - b_returns[mb]) ** 2
+            if clip_vloss:  # Huang et al. 2022, detail 9
+                v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-clip_coef, clip_coef)
+                v_loss = torch.max(v_loss, (v_clipped - b_returns[mb]) ** 2)
+            v_loss = 0.5 * v_loss.mean()
+            entropy = dist.entropy().sum(-1).mean()
+            loss = pg_loss - ent_coef * entropy + vf_coef * v_loss  # Eq. 9 (signs for descent)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+            optimizer.step()
+            clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+            stats.append(torch.stack([pg_loss, v_loss, entropy, kl.mean(), clipfrac]).detach())
+            epoch_kl.append(stats[-1][3])
+        if target_kl is not None and torch.stack(epoch_kl).mean() > target_kl:
+            break
+    if surrogate == "adaptive-kl":
+        with torch.inference_mode():
+            kl_full = kl_divergence(Normal(b_means, old_std), agent.dist(b_obs)).sum(-1).mean()
+        kl_beta = adapt_kl_beta(kl_beta, float(kl_full), kl_target)
+    return torch.stack(stats).mean(0).tolist(), epoch + 1, kl_beta
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range, video_dir: str | None = None) -> list[float]:
+    """Returns of one deterministic (mean-action) episode per env seed, normalization frozen (obs_rms
+    is read, never updated). Seeds: training uses seed .. seed + num_envs - 1, the evaluations
+    during training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
     low, high = env.action_space.low, env.action_space.high
     returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
             mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
@@ -253,6 +399,42 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, 
 
 def check_args(args: Args) -> tuple[int, int]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    for name, low, high in (("learning_rate", 0, math.inf), ("clip_coef", 0, math.inf), ("kl_beta", 0, math.inf),
+                            ("kl_target", 0, math.inf), ("max_grad_norm", 0, math.inf)):
+        if not low < getattr(args, name) < high:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("ent_coef", "vf_coef"):
+        if not 0 <= getattr(args, name) < math.inf:
+            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
+    if args.target_kl is not None and not 0 < args.target_kl < math.inf:
+        fail(f"--target-kl must be a finite number > 0 or None, got {args.target_kl}")
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads",
+                 "periodic_eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.surrogate not in SURROGATES:
+        fail(f"unknown surrogate {args.surrogate!r} (choose one of {', '.join(SURROGATES)})")
+    if (args.num_envs * args.num_steps) % args.num_minibatches:
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
+             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
+    if args.total_timesteps % args.num_envs:
+        fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
+             "(every env steps the same number of times)")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
@@ -264,199 +446,161 @@ def check_args(args: Args) -> tuple[int, int]:
         fail(f"{args.env_id} has a {type(act_space).__name__} action space (this script needs a continuous Box)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
-    if args.surrogate not in SURROGATES:
-        fail(f"unknown surrogate {args.surrogate!r} (choose one of {', '.join(SURROGATES)})")
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.capture_video:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video needs moviepy (pip install -r requirements.txt)")
         os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if (args.num_envs * args.num_steps) % args.num_minibatches:
-        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
     return obs_space.shape[0], act_space.shape[0]
 
 
-def load_checkpoint(path: str, obs_dim: int, act_dim: int) -> tuple[Agent, RunningMeanStd]:
-    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd, reward_rms: RunningMeanStd,
+                     optimizer: torch.optim.Optimizer, global_step: int, kl_beta: float, args: Args) -> dict:
+    """What model.pt and best_model.pt hold (tensors and plain values only): enough to evaluate the
+    policy, or to continue training with --init-checkpoint."""
+    return copy.deepcopy({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms),
+                          "reward_rms": rms_to_tensors(reward_rms), "optimizer": optimizer.state_dict(),
+                          "global_step": global_step, "kl_beta": kl_beta, "args": asdict(args)})
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> dict:
+    """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
+    not fit (obs_dim, act_dim), or if `training` and it lacks the state to continue training."""
     try:
         checkpoint = torch.load(path, weights_only=True)
-        state, obs_rms = checkpoint["agent"], rms_from_tensors(checkpoint["obs_rms"])
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+        obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    agent = Agent(obs_dim, act_dim)
-    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != shapes or obs_rms.mean.shape != (obs_dim,):
+    if shapes != {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()} or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
-    agent.load_state_dict(state)
-    return agent, obs_rms
+    if training and not {"optimizer", "reward_rms", "global_step", "kl_beta"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    return checkpoint
 
 
-def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, train_returns: deque) -> int:
-    """PPO's outer loop (Algorithm 1 of the PPO paper); updates agent and obs_rms in place.
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, run_dir: str,
+          resume: dict | None) -> dict:
+    """PPO (Algorithm 1 of the PPO paper) for args.total_timesteps env steps, from `resume` (a
+    checkpoint dict) if given; updates agent and obs_rms in place, keeps the best evaluated policy.
 
-    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
+    checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
-    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
-    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
-    low, high = envs.single_action_space.low, envs.single_action_space.high
+    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma)
     # fused=True: one kernel for all parameters, ~20% faster updates on CPU (same math as Adam).
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step, kl_beta = 0, args.kl_beta
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        reward_rms.return_rms = rms_from_tensors(resume["reward_rms"])
+        global_step, kl_beta = int(resume["global_step"]), float(resume["kl_beta"])
+    first_step, final_step = global_step, global_step + args.total_timesteps
+    minibatch_size = args.num_envs * args.num_steps // args.num_minibatches
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
 
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
-    minibatch_size = batch_size // args.num_minibatches
-    num_iterations = max(1, args.total_timesteps // batch_size)
-    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
-    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
-    actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
-    rewards = torch.zeros((T, N))
-    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
-    # The rollout writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
-    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
-        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
-    kl_beta = args.kl_beta
-
-    global_step, start = 0, time.time()
+    start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    for iteration in range(num_iterations):
-        lr = args.learning_rate * (1.0 - iteration / num_iterations if args.anneal_lr else 1.0)
+    bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    while global_step < final_step:
+        # lr anneals linearly to 0 at final_step; a continued run goes on from where its step is.
+        lr = args.learning_rate * (1.0 - global_step / final_step if args.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
+        # The last rollout is shorter if needed, so training takes exactly total_timesteps steps.
+        num_steps = min(args.num_steps, (final_step - global_step) // args.num_envs)
+        rollout = collect_rollout(envs, agent, obs_rms, next_obs, num_steps)  # Algorithm 1, line 3
+        next_obs = rollout.next_obs
+        for t, episodic_return, length in rollout.episodes:
+            train_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step + (t + 1) * args.num_envs)
+            writer.add_scalar("charts/episodic_length", length, global_step + (t + 1) * args.num_envs)
+        global_step += num_steps * args.num_envs
+        advantages, returns, values = advantages_and_returns(agent, rollout, args.gamma, args.gae_lambda)  # line 4
+        losses, epochs, kl_beta = ppo_update(                                                            # line 6
+            agent, optimizer, rollout, advantages, returns, values, update_epochs=args.update_epochs,
+            minibatch_size=minibatch_size, surrogate=args.surrogate, clip_coef=args.clip_coef, kl_beta=kl_beta,
+            kl_target=args.kl_target, norm_adv=args.norm_adv, clip_vloss=args.clip_vloss, ent_coef=args.ent_coef,
+            vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm, target_kl=args.target_kl)
 
-        with torch.inference_mode():
-            for step in range(T):
-                obs_rms.update(next_obs)
-                normalized = normalize_obs(next_obs, obs_rms)
-                # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
-                mean = agent.actor_mean(normalized)
-                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
-                obs_np[step] = normalized.numpy()
-                # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
-                # it clipped to the action bounds.
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
-                global_step += N
-                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
-                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
-                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
-                for i in np.flatnonzero(infos.get("_episode", ())):
-                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                    train_returns.append(r)
-                    writer.add_scalar("charts/episodic_return", r, global_step)
-                    writer.add_scalar("charts/episodic_length", length, global_step)
-            # The networks did not change during the rollout: evaluate them once on the whole batch
-            # (one batched forward instead of T small ones).
-            dist = agent.dist(obs)
-            logprobs, means, values = dist.log_prob(actions).sum(-1), dist.loc, agent.value(obs)
-            # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
-            # (used at a time-limit truncation; compute_gae ignores it after a termination).
-            last_value = agent.value(normalize_obs(next_obs, obs_rms))
-            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
-            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
-                                              args.gamma, args.gae_lambda)
-
-        b_obs, b_actions, b_means = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1), means.reshape(batch_size, -1)
-        b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
-        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
-        old_std = agent.actor_logstd.detach().exp().expand(batch_size, -1).clone()
-        stats = []
-        for epoch in range(args.update_epochs):
-            epoch_kl = []
-            for mb in torch.randperm(batch_size).split(minibatch_size):
-                mb_obs = b_obs[mb]
-                dist = agent.dist(mb_obs)
-                logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
-                ratio = logratio.exp()
-                if args.surrogate in ("fixed-kl", "adaptive-kl"):  # the penalty needs the exact KL[pi_old, pi]
-                    kl = kl_divergence(Normal(b_means[mb], old_std[mb]), dist).sum(-1)
-                else:  # only logged: the unbiased estimate E[(r - 1) - log r] of the same KL, much cheaper
-                    kl = (ratio - 1) - logratio
-                mb_adv = b_advantages[mb]
-                if args.norm_adv:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = policy_loss(args.surrogate, ratio, mb_adv, kl, args.clip_coef, kl_beta)
-                new_value = agent.value(mb_obs)
-                v_loss = (new_value - b_returns[mb]) ** 2
-                if args.clip_vloss:  # Huang et al. 2022, detail 9
-                    v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                    v_loss = torch.max(v_loss, (v_clipped - b_returns[mb]) ** 2)
-                v_loss = 0.5 * v_loss.mean()
-                entropy = dist.entropy().sum(-1).mean()
-                loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss  # Eq. 9 (signs for descent)
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
-                stats.append(torch.stack([pg_loss, v_loss, entropy, kl.mean(), clipfrac]).detach())
-                epoch_kl.append(stats[-1][3])
-            if args.target_kl is not None and torch.stack(epoch_kl).mean() > args.target_kl:
-                break
-        if args.surrogate == "adaptive-kl":
-            with torch.inference_mode():
-                kl_full = kl_divergence(Normal(b_means, old_std), agent.dist(b_obs)).sum(-1).mean()
-            kl_beta = adapt_kl_beta(kl_beta, float(kl_full), args.kl_target)
-
-        pg, vl, ent, approx_kl, clipfrac = torch.stack(stats).mean(0).tolist()
-        var_returns = b_returns.var()
-        explained_var = float("nan") if var_returns == 0 else float(1 - (b_returns - b_values).var() / var_returns)
-        sps = int(global_step / (time.time() - start))
-        for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg),
-                           ("losses/value_loss", vl), ("losses/entropy", ent), ("losses/approx_kl", approx_kl),
-                           ("losses/clipfrac", clipfrac), ("losses/explained_variance", explained_var),
-                           ("charts/update_epochs", epoch + 1), ("charts/kl_beta", kl_beta)):
+        var_returns = returns.var()
+        explained_var = float("nan") if var_returns == 0 else float(1 - (returns - values).var() / var_returns)
+        sps = int((global_step - first_step) / (time.time() - start))
+        for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", losses[0]),
+                           ("losses/value_loss", losses[1]), ("losses/entropy", losses[2]),
+                           ("losses/approx_kl", losses[3]), ("losses/clipfrac", losses[4]),
+                           ("losses/explained_variance", explained_var), ("charts/update_epochs", epochs),
+                           ("charts/kl_beta", kl_beta)):
             writer.add_scalar(tag, value, global_step)
-        bar.update(batch_size)
+        steps_taken = num_steps * args.num_envs
+        if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
+                               or global_step == final_step):
+            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
+                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
+            if np.mean(eval_returns) > best["best_periodic_mean"]:
+                state = checkpoint_state(agent, obs_rms, reward_rms.return_rms, optimizer, global_step, kl_beta, args)
+                best = {"best": state, "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
+                if args.save_model:
+                    torch.save(state, os.path.join(run_dir, "best_model.pt"))
+        bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     envs.close()
-    return global_step
+    if args.save_model:
+        torch.save(checkpoint_state(agent, obs_rms, reward_rms.return_rms, optimizer, global_step, kl_beta, args),
+                   os.path.join(run_dir, "model.pt"))
+    return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
     obs_dim, act_dim = check_args(args)
+    path = args.checkpoint or args.init_checkpoint
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    if args.checkpoint:
-        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim)
-    else:
-        agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    if checkpoint:
+        agent.load_state_dict(checkpoint["agent"])
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"])
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step = train(args, agent, obs_rms, writer, train_returns)
-        if args.save_model:
-            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms), "args": asdict(args)},
-                       os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
-    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
-                       os.path.join(run_dir, "videos") if args.capture_video else None)
-    for k, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, k)
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    if args.checkpoint and returns:
+        writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
+        writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])
     result = {
         "env_id": args.env_id, "episodes": len(returns), "returns": returns,
         "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
-        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+        "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+        "global_step": trained["global_step"], "wall_seconds": time.time() - start, "checkpoint": path,
+        "best_model": None,
     }
+    if trained["best"]:
+        best_agent = Agent(obs_dim, act_dim)
+        best_agent.load_state_dict(trained["best"]["agent"])
+        best_returns = evaluate(best_agent, rms_from_tensors(trained["best"]["obs_rms"]), args.env_id, final_seeds)
+        result["best_model"] = {
+            "global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+            "returns": best_returns, "mean": float(np.mean(best_returns)) if best_returns else None,
+            "std": float(np.std(best_returns)) if best_returns else None}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
-    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes"
+          + (f"; best model (step {trained['best_step']}): {result['best_model']['mean']}" if trained["best"] else ""))
     return result
 
 

@@ -11,6 +11,7 @@ mean +- std over seeds).
 
     python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 1000000 --seeds 1 2 3 --peer
     python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --paired --name ppo-Hopper-v4-speed
+    python benchmark/run.py --algo ppo --seeds 1 --name ppo-Hopper-v4-evalfreq0 "--script-args=--eval-freq 0"
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import glob
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import warnings
@@ -60,6 +62,8 @@ class Args:
     """deterministic evaluation episodes after training"""
     name: str | None = None
     """results file stem; default <algo>-<env-id>"""
+    script_args: str = ""
+    """more flags for our script, e.g. --script-args "--eval-freq 0" (not passed to the peer)"""
     runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
     """where each run's logs go (not committed)"""
     results_dir: str = os.path.join(ROOT, "benchmark", "results")
@@ -70,7 +74,7 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
     common = ["--env-id", args.env_id, "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
               "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir]
     if impl == "ours":
-        return [sys.executable, os.path.join(ROOT, SCRIPTS[args.algo]), "--no-progress", *common]
+        return [sys.executable, os.path.join(ROOT, SCRIPTS[args.algo]), "--no-progress", *common, *shlex.split(args.script_args)]
     return [sys.executable, os.path.join(ROOT, "benchmark", "sb3_peer.py"), "--algo", args.algo, *common]
 
 
@@ -149,7 +153,8 @@ def best_moving_mean(returns: np.ndarray, window: int = 100) -> float:
 
 
 def mean_std(values) -> str:
-    return f"{np.mean(values):.0f} ± {np.std(values):.0f}"
+    """"mean ± std" over seeds, or "-" where a run has no such number (a peer has no best checkpoint)."""
+    return "-" if None in values else f"{np.mean(values):.0f} ± {np.std(values):.0f}"
 
 
 def main(args: Args) -> None:
@@ -182,6 +187,9 @@ def main(args: Args) -> None:
                      "train_return_best100": round(best_moving_mean(returns), 1),
                      "eval_mean": round(result["mean"], 1), "eval_std": round(result["std"], 1),
                      "eval_episodes": result["episodes"],
+                     # best_model.pt: the policy of the best evaluation during training, evaluated like the last
+                     "best_eval_mean": round(best["mean"], 1) if (best := result.get("best_model")) else None,
+                     "best_step": best["global_step"] if best else None,
                      "sps": round(ours_sps(job_dir) if impl == "ours" else result["sps"], 1),
                      "wall_seconds": round(job["wall_seconds"], 1), "peak_rss_mb": round(job["peak_rss_mb"], 1),
                      "loadavg_at_start": job.get("loadavg_at_start")})
@@ -225,12 +233,12 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time{', ours and the peer of a seed in pairs' if args.paired else ''}.")
     lines = [f"# {args.algo} on {args.env_id}, {args.total_timesteps} steps, seeds {args.seeds}", "", made, "",
-             ("| implementation | last-100 training return | best 100 in a row | deterministic eval | SPS | wall s "
-              "| peak MiB |"), "|---|---|---|---|---|---|---|"]
+             ("| implementation | last-100 training return | best 100 in a row | deterministic eval, last "
+              "| deterministic eval, best checkpoint | SPS | wall s | peak MiB |"), "|---|---|---|---|---|---|---|---|"]
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     for impl in impls:
         mine = [r for r in rows if r["impl"] == impl]
-        columns = ("train_return_last100", "train_return_best100", "eval_mean", "sps", "wall_seconds")
+        columns = ("train_return_last100", "train_return_best100", "eval_mean", "best_eval_mean", "sps", "wall_seconds")
         lines.append(f"| {impl} | " + " | ".join(mean_std([r[c] for r in mine]) for c in columns)
                      + f" | {max(r['peak_rss_mb'] for r in mine):.0f} |")
     if len(impls) == 2 and args.paired:
@@ -244,7 +252,8 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
         lines += ["", "SPS here is measured while other runs share the machine; compare speed with a --paired run."]
     lines += ["", (f"Mean ± std over seeds; best 100 in a row = the highest mean of 100 consecutive training "
                    f"episodes; deterministic evaluation = {args.eval_episodes} episodes with frozen "
-                   "observation normalization. Per-run numbers: the .csv beside this file.")]
+                   "observation normalization, of the last policy (model.pt) and of the best of the evaluations "
+                   "during training (best_model.pt), on the same episode seeds. Per-run numbers: the .csv beside this file.")]
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
