@@ -17,7 +17,8 @@ final observation, so the target bootstraps there; a termination does not.
 
     python ddpg.py --env-id Pendulum-v1 --total-timesteps 20000 --learning-starts 1000
     python ddpg.py --env-id Hopper-v4
-    python ddpg.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+    python ddpg.py --env-id Hopper-v4 --checkpoint runs/<run>/best_model.pt
+    python ddpg.py --env-id Hopper-v4 --init-checkpoint runs/<run>/model.pt --total-timesteps 500000
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -89,6 +91,12 @@ class Args:
     """deterministic evaluation episodes after training"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt (networks, optimizers, global step; replay_buffer.pt beside it if there)"""
+    eval_freq: int = 50_000
+    """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
@@ -113,6 +121,7 @@ class ReplayBuffer:
     observation), and terminated is False there, so the critic bootstraps. Once full, new
     transitions overwrite the oldest (a ring); memory never grows after construction.
     """
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, rng: np.random.Generator):
         self.capacity, self.size, self.pos, self.rng = capacity, 0, 0, rng
@@ -129,12 +138,23 @@ class ReplayBuffer:
             obs, action, reward, next_obs, terminated)
         self.pos, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The stored transitions, oldest first, as tensors (for replay_buffer.pt)."""
+        order = np.roll(np.arange(self.size), -self.pos) if self.size == self.capacity else np.arange(self.size)
+        return {k: torch.from_numpy(getattr(self, k)[order]) for k in self.FIELDS}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        """Refill from state(); keeps the newest `capacity` transitions if there are more."""
+        n = min(len(state["rewards"]), self.capacity)
+        for k in self.FIELDS:
+            getattr(self, k)[:n] = state[k][len(state[k]) - n:].numpy()
+        self.size, self.pos = n, n % self.capacity
+
     def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         """batch_size transitions drawn uniformly with replacement: float32 tensors obs (B, obs_dim),
         actions (B, act_dim), rewards (B,), next_obs (B, obs_dim), terminated (B,) in {0, 1}."""
         idx = self.rng.integers(0, self.size, batch_size)
-        return tuple(torch.from_numpy(x[idx]) for x in
-                     (self.obs, self.actions, self.rewards, self.next_obs, self.terminated))
+        return tuple(torch.from_numpy(getattr(self, k)[idx]) for k in self.FIELDS)
 
 
 class Actor(nn.Module):
@@ -229,14 +249,15 @@ class OUNoise:
 
 
 @torch.inference_mode()
-def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, video_dir: str | None = None) -> list[float]:
-    """Returns of `episodes` noise-free episodes of mu; env seeds seed + 10**6 + k (disjoint from training)."""
+def evaluate(actor: Actor, env_id: str, seeds: range, video_dir: str | None = None) -> list[float]:
+    """Returns of one noise-free episode of mu per env seed. Seeds: training uses seed, the
+    evaluations during training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
     returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
             action = actor(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
@@ -250,6 +271,32 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, video_dir: str
 
 def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """Exit 2 on bad input before anything is written; returns the env's observation and action spaces."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    if not 0 < args.learning_rate < math.inf:  # also refuses nan
+        fail(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
+    if not 0 <= args.gamma <= 1:
+        fail(f"--gamma must be in [0, 1], got {args.gamma}")
+    if not 0 < args.tau <= 1:
+        fail(f"--tau must be in (0, 1], got {args.tau}")
+    if not 0 <= args.exploration_noise < math.inf or not 0 < args.ou_theta < math.inf:
+        fail(f"--exploration-noise must be >= 0 and --ou-theta > 0, got {args.exploration_noise}, {args.ou_theta}")
+    for name in ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads",
+                 "periodic_eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_starts", "eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.noise not in NOISES:
+        fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
@@ -263,60 +310,77 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
         fail(f"{args.env_id} has unbounded actions (the tanh actor needs finite bounds)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
-    if args.noise not in NOISES:
-        fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")
-    for name in ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads", "learning_rate"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 < args.tau <= 1:
-        fail(f"--tau must be in (0, 1], got {args.tau}")
-    if args.learning_starts < 0 or args.exploration_noise < 0:
-        fail("--learning-starts and --exploration-noise must be >= 0")
     if args.capture_video:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video needs moviepy (pip install -r requirements.txt)")
         os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     return obs_space, act_space
 
 
-def load_checkpoint(path: str, actor: Actor) -> None:
-    """Load the actor of a model.pt of this script into `actor`; exits 2 if unreadable or mismatched."""
+NETWORKS = ("actor", "critic", "actor_target", "critic_target")
+
+
+def load_checkpoint(path: str, networks: dict[str, nn.Module], training: bool) -> dict:
+    """Load a model.pt / best_model.pt of this script into `networks` (name -> module, see NETWORKS)
+    and return it; exits 2 if unreadable, if a network's shapes differ, or if `training` and it
+    lacks the optimizer state."""
     try:
-        state = torch.load(path, weights_only=True)["actor"]
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        checkpoint = torch.load(path, weights_only=True)
+        shapes = {name: {k: tuple(v.shape) for k, v in checkpoint[name].items()} for name in networks}
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    shapes = {k: tuple(v.shape) for k, v in actor.state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != shapes:
+    if shapes != {name: {k: tuple(v.shape) for k, v in net.state_dict().items()} for name, net in networks.items()}:
         fail(f"checkpoint {path} does not match the env's observation/action sizes")
-    actor.load_state_dict(state)
+    if training and not {"actor_optimizer", "critic_optimizer", "global_step"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    for name, net in networks.items():
+        net.load_state_dict(checkpoint[name])
+    return checkpoint
 
 
-def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train_returns: deque):
-    """DDPG's loop (Lillicrap et al. 2015, Algorithm 1). Updates actor and critic in place.
+def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run_dir: str, resume: dict | None) -> dict:
+    """DDPG's loop (Lillicrap et al. 2015, Algorithm 1) for args.total_timesteps steps, from `resume`
+    (a checkpoint dict, its replay_buffer.pt too if given) if given. Updates the networks in place.
 
-    Returns (env steps taken, the target networks, the replay buffer).
+    Returns {"global_step", "train_returns" (the last 100), "best" (checkpoint dict of the best
+    periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
+    actor, critic, actor_target, critic_target = (networks[k] for k in NETWORKS)
     env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id))
     env.action_space.seed(args.seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
     rng = np.random.default_rng(args.seed)
     replay_buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, rng)
-    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
-    for p in (*actor_target.parameters(), *critic_target.parameters()):
-        p.requires_grad_(False)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    first_step, updates_after = 0, args.learning_starts
+    if resume:
+        actor_optimizer.load_state_dict(resume["actor_optimizer"])
+        critic_optimizer.load_state_dict(resume["critic_optimizer"])
+        first_step = updates_after = int(resume["global_step"])
+        buffer_path = os.path.join(os.path.dirname(args.init_checkpoint), "replay_buffer.pt")
+        if os.path.isfile(buffer_path):
+            replay_buffer.load(torch.load(buffer_path, weights_only=True))
+        else:  # no data to replay: the loaded policy (with noise, not uniform actions) fills the buffer first
+            updates_after += args.learning_starts
     half_range = (high - low) / 2
     ou = OUNoise(act_dim, args.ou_theta, args.exploration_noise, rng) if args.noise == "ou" else None
+    final_step = first_step + args.total_timesteps
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+
+    def checkpoint_state(global_step: int) -> dict:
+        """Tensors and plain values only: networks, optimizers, global step, args."""
+        return copy.deepcopy({**{k: networks[k].state_dict() for k in NETWORKS}, "args": asdict(args),
+                              "actor_optimizer": actor_optimizer.state_dict(), "global_step": global_step,
+                              "critic_optimizer": critic_optimizer.state_dict()})
 
     start, qf_loss, actor_loss = time.time(), None, None
     obs, _ = env.reset(seed=args.seed)
     bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    for global_step in range(1, args.total_timesteps + 1):
-        if global_step <= args.learning_starts:
+    for global_step in range(first_step + 1, final_step + 1):
+        if not resume and global_step <= args.learning_starts:
             action = env.action_space.sample()
         else:
             with torch.inference_mode():
@@ -335,14 +399,14 @@ def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train
             if ou:
                 ou.reset()
 
-        if global_step > args.learning_starts:
+        if global_step > updates_after:
             qf_loss, q, loss = update(replay_buffer.sample(args.batch_size), actor, critic, actor_target, critic_target,
                                       actor_optimizer, critic_optimizer, args.gamma, args.tau,
                                       update_actor=global_step % args.policy_frequency == 0)
             actor_loss = loss if loss is not None else actor_loss
 
-        if global_step % 1000 == 0 or global_step == args.total_timesteps:
-            sps = int(global_step / (time.time() - start))
+        if global_step % 1000 == 0 or global_step == final_step:
+            sps = int((global_step - first_step) / (time.time() - start))
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/learning_rate", args.learning_rate, global_step)
             if qf_loss is not None:
@@ -352,9 +416,22 @@ def train(args: Args, actor: Actor, critic: Critic, writer: SummaryWriter, train
                 writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
             bar.update(1000 if global_step % 1000 == 0 else global_step % 1000)
             bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+        if args.eval_freq and (global_step % args.eval_freq == 0 or global_step == final_step):
+            seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
+            eval_returns = evaluate(actor, args.env_id, seeds)
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
+            if np.mean(eval_returns) > best["best_periodic_mean"]:
+                best = {"best": checkpoint_state(global_step), "best_step": global_step,
+                        "best_periodic_mean": float(np.mean(eval_returns))}
+                if args.save_model:
+                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
     bar.close()
     env.close()
-    return args.total_timesteps, actor_target, critic_target, replay_buffer
+    if args.save_model:  # the buffer is data, not policy: it goes with the last model only
+        torch.save(checkpoint_state(final_step), os.path.join(run_dir, "model.pt"))
+        torch.save(replay_buffer.state(), os.path.join(run_dir, "replay_buffer.pt"))
+    return {"global_step": final_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
@@ -367,35 +444,50 @@ def main(args: Args) -> dict:
     obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
     actor = Actor(obs_dim, act_dim, act_space.low, act_space.high)
     critic = Critic(obs_dim, act_dim)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    for p in (*actor_target.parameters(), *critic_target.parameters()):
+        p.requires_grad_(False)
+    networks = dict(zip(NETWORKS, (actor, critic, actor_target, critic_target)))
+    checkpoint = None
     if args.checkpoint:
-        load_checkpoint(args.checkpoint, actor)
+        checkpoint = load_checkpoint(args.checkpoint, {"actor": actor}, training=False)
+    elif args.init_checkpoint:
+        checkpoint = load_checkpoint(args.init_checkpoint, networks, training=True)
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step, actor_target, critic_target, _ = train(args, actor, critic, writer, train_returns)
-        if args.save_model:
-            torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
-                        "actor_target": actor_target.state_dict(), "critic_target": critic_target.state_dict(),
-                        "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, networks, writer, run_dir, checkpoint)
 
-    returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed,
-                       os.path.join(run_dir, "videos") if args.capture_video else None)
-    for k, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, k)
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
+    returns = evaluate(actor, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    if args.checkpoint and returns:
+        writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
+        writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])
     result = {
         "env_id": args.env_id, "episodes": len(returns), "returns": returns,
         "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
-        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+        "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+        "global_step": trained["global_step"], "wall_seconds": time.time() - start,
+        "checkpoint": args.checkpoint or args.init_checkpoint, "best_model": None,
     }
+    if trained["best"]:
+        best_actor = Actor(obs_dim, act_dim, act_space.low, act_space.high)
+        best_actor.load_state_dict(trained["best"]["actor"])
+        best_returns = evaluate(best_actor, args.env_id, final_seeds)
+        result["best_model"] = {
+            "global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+            "returns": best_returns, "mean": float(np.mean(best_returns)) if best_returns else None,
+            "std": float(np.std(best_returns)) if best_returns else None}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
-    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes"
+          + (f"; best model (step {trained['best_step']}): {result['best_model']['mean']}" if trained["best"] else ""))
     return result
 
 
