@@ -15,13 +15,16 @@ synchronous variant. Observation / reward normalization and orthogonal init foll
 
     python a2c.py --env-id CartPole-v1 --total-timesteps 100000
     python a2c.py --env-id Hopper-v4
-    python a2c.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+    python a2c.py --env-id Hopper-v4 --checkpoint runs/<run>/best_model.pt
+    python a2c.py --env-id Hopper-v4 --init-checkpoint runs/<run>/model.pt --total-timesteps 500000
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -30,6 +33,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -98,6 +102,12 @@ class Args:
     """deterministic evaluation episodes after training"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt: weights, normalization, optimizer, global step"""
+    eval_freq: int = 50_000
+    """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
@@ -214,6 +224,88 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
     return advantages, advantages + values
 
 
+class Rollout(NamedTuple):
+    """T steps of N envs collected by the current policy (Mnih et al. 2016, Algorithm S3: "Perform a_t according to policy").
+
+    obs, final_obs: (T, N, obs_dim) normalized (if norm_obs); final_obs[t, i] is the last observation of an
+    episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
+    samples, or (T, N) int64 for a Discrete space. rewards: (T, N), normalized and clipped if norm_reward. terminated, dones = terminated | truncated:
+    (T, N) bool. last_obs: (N, obs_dim) normalized observation after step T-1; next_obs: the same,
+    raw, where the next rollout starts. episodes: (t, raw return, length) of each finished episode.
+    """
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    dones: torch.Tensor
+    final_obs: torch.Tensor
+    last_obs: torch.Tensor
+    next_obs: np.ndarray
+    episodes: list[tuple[int, float, int]]
+
+
+def make_vector_env(env_id: str, num_envs: int, gamma: float, norm_reward: bool):
+    """Training envs with raw-return statistics and, if norm_reward, reward scaling and clipping
+    (Huang et al. 2022, details 6-7); returns (envs, the reward normalizer's running statistics of
+    the discounted return, or None)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    if not norm_reward:
+        return envs, None
+    reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    return gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10)), reward_normalizer
+
+
+@torch.no_grad()  # not inference_mode: the update back-propagates through ops on these tensors
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd | None, next_obs: np.ndarray,
+                    num_steps: int) -> Rollout:
+    """Run the policy for num_steps steps of every env from raw observations next_obs (N, obs_dim);
+    updates obs_rms (if any) with every observation it normalizes. envs autoreset in the same step."""
+    N, obs_dim = next_obs.shape
+    space = envs.single_action_space
+    obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
+    actions = torch.zeros((num_steps, N, *space.shape), dtype=torch.long if agent.discrete else torch.float32)
+    rewards = torch.zeros((num_steps, N))
+    terminated, dones = torch.zeros((num_steps, N), dtype=torch.bool), torch.zeros((num_steps, N), dtype=torch.bool)
+    # The loop writes through numpy views of the same memory (cheaper than torch indexing per item).
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    episodes = []
+    for step in range(num_steps):
+        if obs_rms is not None:
+            obs_rms.update(next_obs)
+        normalized = normalize_obs(next_obs, obs_rms)
+        obs_np[step] = normalized.numpy()
+        actions_np[step] = agent.act(normalized).numpy()
+        # The Gaussian sample is stored unclipped (its log-prob is exact); the env sees it clipped.
+        env_action = actions_np[step] if agent.discrete else np.clip(actions_np[step], space.low, space.high)
+        next_obs, reward, term, trunc, infos = envs.step(env_action)
+        rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+        for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+            final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
+        for i in np.flatnonzero(infos.get("_episode", ())):
+            episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
+                   next_obs, episodes)
+
+
+@torch.no_grad()
+def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
+    """GAE (n-step advantages when gae_lambda = 1) over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
+
+    Returns (advantages, returns, values), each (T, N): values = V(s_t) of the rollout's policy.
+    """
+    values = agent.value(rollout.obs)  # one batched forward: the networks did not change during the rollout
+    # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+    # (used at a truncation; compute_gae ignores it after a termination).
+    following = torch.cat([values[1:], agent.value(rollout.last_obs)[None]])
+    next_values = torch.where(rollout.dones, agent.value(rollout.final_obs), following)
+    advantages, returns = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                                      gamma, gae_lambda)
+    return advantages, returns, values
+
+
 def a2c_loss(agent: Agent, obs, actions, advantages, returns, ent_coef: float, vf_coef: float):
     """The A2C loss to minimize and its parts (Mnih et al. 2016, Algorithm S3).
 
@@ -229,18 +321,17 @@ def a2c_loss(agent: Agent, obs, actions, advantages, returns, ent_coef: float, v
 
 
 @torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, episodes: int, seed: int,
+def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: range,
              video_dir: str | None = None) -> list[float]:
-    """Returns of `episodes` deterministic episodes (mode of pi), frozen normalization.
-
-    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
-    """
+    """Returns of one deterministic episode (mode of pi) per env seed, normalization frozen (obs_rms is
+    read, never updated). Seeds: training uses seed .. seed + num_envs - 1, the evaluations during
+    training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
     returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
             action = agent.act(normalize_obs(obs[None], obs_rms), deterministic=True)[0].numpy()
@@ -259,6 +350,35 @@ def check_args(args: Args) -> tuple[int, int, bool]:
 
     act_dim is the number of actions of a Discrete space.
     """
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    for name in ("learning_rate", "optimizer_eps", "max_grad_norm"):
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda", "rmsprop_alpha"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("ent_coef", "vf_coef"):
+        if not 0 <= getattr(args, name) < math.inf:
+            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
+    for name in ("total_timesteps", "num_envs", "num_steps", "torch_threads", "periodic_eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.optimizer not in OPTIMIZERS:
+        fail(f"unknown optimizer {args.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
+    if args.total_timesteps % args.num_envs:
+        fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
+             "(every env steps the same number of times)")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
@@ -271,107 +391,92 @@ def check_args(args: Args) -> tuple[int, int, bool]:
         fail(f"{args.env_id} has actions {act_space} (this script needs a flat Box or a Discrete space)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
-    if args.optimizer not in OPTIMIZERS:
-        fail(f"unknown optimizer {args.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
-    for name in ("total_timesteps", "num_envs", "num_steps", "torch_threads", "learning_rate"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 <= args.gae_lambda <= 1 or not 0 <= args.gamma <= 1:
-        fail(f"--gamma and --gae-lambda must be in [0, 1], got {args.gamma} and {args.gae_lambda}")
     if args.capture_video:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video needs moviepy (pip install -r requirements.txt)")
         os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     discrete = isinstance(act_space, gym.spaces.Discrete)
     return obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0], discrete
 
 
-def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool) -> tuple[Agent, RunningMeanStd | None]:
-    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd | None, reward_rms: RunningMeanStd | None,
+                     optimizer: torch.optim.Optimizer, global_step: int, args: Args) -> dict:
+    """What model.pt and best_model.pt hold (tensors and plain values only; an absent normalizer is
+    {}): enough to evaluate the policy, or to continue training with --init-checkpoint."""
+    return copy.deepcopy({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms) if obs_rms else {},
+                          "reward_rms": rms_to_tensors(reward_rms) if reward_rms else {},
+                          "optimizer": optimizer.state_dict(), "global_step": global_step, "args": asdict(args)})
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, training: bool) -> dict:
+    """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
+    not fit (obs_dim, act_dim, discrete), or if `training` and it lacks the state to continue training."""
     try:
         checkpoint = torch.load(path, weights_only=True)
-        state = checkpoint["agent"]
-        obs_rms = rms_from_tensors(checkpoint["obs_rms"]) if checkpoint["obs_rms"] else None
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+        obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape) if checkpoint["obs_rms"] else (obs_dim,)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    agent = Agent(obs_dim, act_dim, discrete)
-    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != shapes or (obs_rms and obs_rms.mean.shape != (obs_dim,)):
+    expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim, discrete).state_dict().items()}
+    if shapes != expected or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
-    agent.load_state_dict(state)
-    return agent, obs_rms
+    if training and not {"optimizer", "reward_rms", "global_step"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    return checkpoint
 
 
-def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: SummaryWriter,
-          train_returns: deque) -> int:
-    """A2C's loop (Algorithm S3 of Mnih et al., synchronous); updates agent and obs_rms in place.
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: SummaryWriter, run_dir: str,
+          resume: dict | None) -> dict:
+    """A2C (Algorithm S3 of Mnih et al., synchronous) for args.total_timesteps env steps, from
+    `resume` (a checkpoint dict) if given; updates agent and obs_rms in place, keeps the best
+    evaluated policy.
 
-    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
+    checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
-    if args.norm_reward:
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
-        envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
-    space = envs.single_action_space
+    envs, reward_normalizer = make_vector_env(args.env_id, args.num_envs, args.gamma, args.norm_reward)
     if args.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha,
                                         eps=args.optimizer_eps)
     else:
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optimizer_eps, fused=True)
+    global_step = 0
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        if reward_normalizer and resume["reward_rms"]:
+            reward_normalizer.return_rms = rms_from_tensors(resume["reward_rms"])
+        global_step = int(resume["global_step"])
+    first_step, final_step = global_step, global_step + args.total_timesteps
+    log_every = max(1, 2048 // (args.num_envs * args.num_steps))  # log ~every 2048 steps: logging costs more than an update
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
 
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
-    num_iterations = max(1, args.total_timesteps // batch_size)
-    log_every = max(1, 2048 // batch_size)  # log one update in ~2048 steps: logging costs more than a tiny update
-    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
-    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
-    actions = torch.zeros((T, N, *space.shape), dtype=torch.long if agent.discrete else torch.float32)
-    rewards = torch.zeros((T, N))
-    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
-    # The rollout writes through numpy views of the same memory (cheaper than torch indexing per item).
-    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
-        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    def state() -> dict:
+        return checkpoint_state(agent, obs_rms, reward_normalizer.return_rms if reward_normalizer else None,
+                                optimizer, global_step, args)
 
-    global_step, start = 0, time.time()
+    start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    for iteration in range(num_iterations):
-        lr = args.learning_rate * (1.0 - iteration / num_iterations if args.anneal_lr else 1.0)
+    bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    iteration = 0
+    while global_step < final_step:
+        # lr anneals linearly to 0 at final_step; a continued run goes on from where its step is.
+        lr = args.learning_rate * (1.0 - global_step / final_step if args.anneal_lr else 1.0)
         optimizer.param_groups[0]["lr"] = lr
-
-        with torch.no_grad():  # (not inference_mode: the update below differentiates through these tensors)
-            for step in range(T):
-                if obs_rms is not None:
-                    obs_rms.update(next_obs)
-                normalized = normalize_obs(next_obs, obs_rms)
-                obs_np[step] = normalized.numpy()
-                actions_np[step] = agent.act(normalized).numpy()
-                # The Gaussian sample is stored unclipped (its log-prob is exact); the env sees it clipped.
-                env_action = actions_np[step] if agent.discrete else np.clip(actions_np[step], space.low, space.high)
-                next_obs, reward, term, trunc, infos = envs.step(env_action)
-                global_step += N
-                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
-                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
-                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
-                for i in np.flatnonzero(infos.get("_episode", ())):
-                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                    train_returns.append(r)
-                    writer.add_scalar("charts/episodic_return", r, global_step)
-                    writer.add_scalar("charts/episodic_length", length, global_step)
-            # n-step bootstrap: V(s_T) after the last step, V(final observation) where an episode
-            # ended at t (used at a truncation; compute_gae ignores it after a termination).
-            values = agent.value(obs)
-            last_value = agent.value(normalize_obs(next_obs, obs_rms))
-            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
-            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
-                                              args.gamma, args.gae_lambda)
-            log_now = (iteration + 1) % log_every == 0 or iteration + 1 == num_iterations
-            b_obs, b_actions = obs.flatten(0, 1), actions.flatten(0, 1)
-            # pi_old(a|s), only on the updates that are logged: a forward pass the update itself does not need
+        # The last rollout is shorter if needed, so training takes exactly total_timesteps steps.
+        num_steps = min(args.num_steps, (final_step - global_step) // args.num_envs)
+        rollout = collect_rollout(envs, agent, obs_rms, next_obs, num_steps)
+        next_obs = rollout.next_obs
+        for t, episodic_return, length in rollout.episodes:
+            train_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step + (t + 1) * args.num_envs)
+            writer.add_scalar("charts/episodic_length", length, global_step + (t + 1) * args.num_envs)
+        global_step += num_steps * args.num_envs
+        iteration += 1
+        advantages, returns, values = advantages_and_returns(agent, rollout, args.gamma, args.gae_lambda)
+        log_now = iteration % log_every == 0 or global_step == final_step
+        b_obs, b_actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
+        with torch.no_grad():  # pi_old(a|s), only on the updates that are logged: the update does not need it
             old_logprob = agent.dist(b_obs).log_prob(b_actions) if log_now else None
 
         b_advantages, b_returns = advantages.flatten(), returns.flatten()
@@ -390,56 +495,81 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
                 approx_kl = float((logratio.exp() - 1 - logratio).mean())
                 var_returns = b_returns.var()
                 explained_var = float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0 else float("nan")
-            sps = int(global_step / (time.time() - start))
+            sps = int((global_step - first_step) / (time.time() - start))
             for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg_loss.item()),
                                ("losses/value_loss", v_loss.item()), ("losses/entropy", entropy.item()),
                                ("losses/approx_kl", approx_kl), ("losses/explained_variance", explained_var)):
                 writer.add_scalar(tag, value, global_step)
-            bar.update(batch_size * log_every)
+            bar.update(global_step - first_step - bar.n)
             bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
+        steps_taken = num_steps * args.num_envs
+        if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
+                               or global_step == final_step):
+            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
+                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
+            if np.mean(eval_returns) > best["best_periodic_mean"]:
+                best = {"best": state(), "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
+                if args.save_model:
+                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
     bar.close()
     envs.close()
-    return global_step
+    if args.save_model:
+        torch.save(state(), os.path.join(run_dir, "model.pt"))
+    return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
     obs_dim, act_dim, discrete = check_args(args)
+    path = args.checkpoint or args.init_checkpoint
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    if args.checkpoint:
-        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim, discrete)
-    else:
-        agent = Agent(obs_dim, act_dim, discrete)
-        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+    agent = Agent(obs_dim, act_dim, discrete)
+    obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+    if checkpoint:  # the checkpoint's normalization, whatever --norm-obs says
+        agent.load_state_dict(checkpoint["agent"])
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"]) if checkpoint["obs_rms"] else None
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step = train(args, agent, obs_rms, writer, train_returns)
-        if args.save_model:
-            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms) if obs_rms else {},
-                        "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
-    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
-                       os.path.join(run_dir, "videos") if args.capture_video else None)
-    for k, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, k)
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    if args.checkpoint and returns:
+        writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
+        writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])
     result = {
         "env_id": args.env_id, "episodes": len(returns), "returns": returns,
         "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
-        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+        "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+        "global_step": trained["global_step"], "wall_seconds": time.time() - start, "checkpoint": path,
+        "best_model": None,
     }
+    if trained["best"]:
+        best_agent = Agent(obs_dim, act_dim, discrete)
+        best_agent.load_state_dict(trained["best"]["agent"])
+        best_rms = rms_from_tensors(trained["best"]["obs_rms"]) if trained["best"]["obs_rms"] else None
+        best_returns = evaluate(best_agent, best_rms, args.env_id, final_seeds)
+        result["best_model"] = {
+            "global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+            "returns": best_returns, "mean": float(np.mean(best_returns)) if best_returns else None,
+            "std": float(np.std(best_returns)) if best_returns else None}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
-    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes"
+          + (f"; best model (step {trained['best_step']}): {result['best_model']['mean']}" if trained["best"] else ""))
     return result
 
 

@@ -267,7 +267,7 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float) -> tuple[gym.vecto
     return envs, reward_normalizer
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the update back-propagates through ops on these tensors
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
                     num_steps: int) -> Rollout:
     """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
@@ -300,7 +300,7 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
                    next_obs, episodes)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
     """GAE over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
 

@@ -15,13 +15,16 @@ front of each term is dropped: it would make steps late in an episode count for 
 
     python reinforce.py --env-id CartPole-v1 --total-timesteps 100000
     python reinforce.py --env-id Hopper-v4 --baseline value
-    python reinforce.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+    python reinforce.py --env-id Hopper-v4 --checkpoint runs/<run>/best_model.pt
+    python reinforce.py --env-id Hopper-v4 --init-checkpoint runs/<run>/model.pt --total-timesteps 500000
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -30,6 +33,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -94,6 +98,12 @@ class Args:
     """deterministic evaluation episodes after training"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt: weights, normalization, optimizers, global step"""
+    eval_freq: int = 50_000
+    """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
@@ -232,19 +242,110 @@ def reinforce_loss(dist: torch.distributions.Distribution, actions: torch.Tensor
     return -(dist.log_prob(actions) * weights.detach()).mean()
 
 
-@torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, episodes: int, seed: int,
-             video_dir: str | None = None) -> list[float]:
-    """Returns of `episodes` deterministic episodes (mode of pi), frozen normalization.
+class Batch(NamedTuple):
+    """Whole episodes played by the current policy (Sutton & Barto 2018, Section 13.4: "Generate an
+    episode"), B steps in all. obs: (B, obs_dim) normalized with the statistics as they were before
+    the batch; raw_obs: the same, raw (numpy); actions: (B, act_dim) unclipped Gaussian samples or
+    (B,) int64; returns: (B,) reward-to-go G_t (bootstrapped at a truncation, see reward_to_go);
+    next_obs: the raw observation to go on from; episodes: (steps into the batch at its end, raw
+    return, length) of each finished episode."""
+    obs: torch.Tensor
+    raw_obs: np.ndarray
+    actions: torch.Tensor
+    returns: torch.Tensor
+    next_obs: np.ndarray
+    episodes: list[tuple[int, float, int]]
 
-    Env seeds are seed + 10**6 + k, disjoint from training's seed.
-    """
+
+@torch.no_grad()
+def collect_episodes(env: gym.Env, agent: Agent, obs_rms: RunningMeanStd | None, obs: np.ndarray, episodes: int,
+                     max_steps: int, gamma: float, use_value: bool) -> Batch:
+    """Play `episodes` episodes from raw observation obs (or stop after max_steps steps); the
+    normalization statistics stay fixed within the batch, so the stored observations are exactly
+    the ones the policy saw (the caller updates obs_rms with raw_obs afterwards)."""
+    raw_obs, batch_obs, batch_actions, batch_returns, finished, steps = [], [], [], [], [], 0
+    for _ in range(episodes):
+        ep_obs, ep_actions, ep_rewards, done = [], [], [], False
+        while not done and steps < max_steps:
+            raw_obs.append(obs)
+            normalized = normalize_obs(obs[None], obs_rms)
+            action = agent.act(normalized)[0]
+            ep_obs.append(normalized[0])
+            ep_actions.append(action)
+            action = action.numpy()
+            obs, reward, terminated, truncated, info = env.step(
+                action if agent.discrete else np.clip(action, env.action_space.low, env.action_space.high))
+            ep_rewards.append(float(reward))
+            steps += 1
+            done = terminated or truncated
+            if "episode" in info:
+                finished.append((steps, float(info["episode"]["r"]), int(info["episode"]["l"])))
+        # A termination ends the return; a truncation (time limit, or the budget running out)
+        # only stops observing it: with a learned value the rest is estimated by V(s_T).
+        bootstrap = float(agent.value(normalize_obs(obs[None], obs_rms))[0]) if use_value and not terminated else 0.0
+        batch_returns.append(reward_to_go(torch.tensor(ep_rewards), gamma, bootstrap))
+        batch_obs.append(torch.stack(ep_obs))
+        batch_actions.append(torch.stack(ep_actions))
+        if done:
+            obs, _ = env.reset()
+        if steps >= max_steps:
+            break
+    return Batch(torch.cat(batch_obs), np.asarray(raw_obs), torch.cat(batch_actions), torch.cat(batch_returns),
+                 obs, finished)
+
+
+def reinforce_update(agent: Agent, optimizer: torch.optim.Optimizer, vf_optimizer: torch.optim.Optimizer,
+                     batch: Batch, *, baseline: str, norm_adv: bool, ent_coef: float, max_grad_norm: float,
+                     vf_epochs: int, vf_minibatch_size: int) -> dict[str, float]:
+    """One policy-gradient step on Eq. 13.11 (Sutton & Barto 2018) with Phi from policy_weights, then,
+    for baseline "value", vf_epochs of minibatch regression of V on G. Returns the logged statistics."""
+    b_obs, b_actions, b_returns = batch.obs, batch.actions, batch.returns
+    use_value = baseline == "value"
+    with torch.no_grad():
+        values = agent.value(b_obs) if use_value else None
+        weights = policy_weights(b_returns, values, baseline, norm_adv)
+    dist = agent.dist(b_obs)
+    pg_loss = reinforce_loss(dist, b_actions, weights)
+    old_logprob = dist.log_prob(b_actions).detach()
+    entropy = dist.entropy().mean()
+    optimizer.zero_grad()
+    (pg_loss - ent_coef * entropy).backward()
+    nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], max_grad_norm)
+    optimizer.step()
+
+    v_losses = []
+    if use_value:  # fit V to the Monte-Carlo returns by regression (Sutton & Barto, Section 13.4)
+        for _ in range(vf_epochs):
+            for mb in torch.randperm(len(b_returns)).split(vf_minibatch_size):
+                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
+                vf_optimizer.zero_grad()
+                v_loss.backward()
+                nn.utils.clip_grad_norm_(agent.critic.parameters(), max_grad_norm)
+                vf_optimizer.step()
+                v_losses.append(v_loss.item())
+    with torch.no_grad():
+        logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
+        approx_kl = float((logratio.exp() - 1 - logratio).mean())
+    var_returns = float(b_returns.var()) if len(b_returns) > 1 else 0.0
+    explained_var = (1 - float((b_returns - values).var()) / var_returns
+                     if use_value and var_returns > 0 else float("nan"))
+    return {"losses/policy_loss": pg_loss.item(), "losses/entropy": entropy.item(),
+            "losses/value_loss": float(np.mean(v_losses)) if v_losses else float("nan"),
+            "losses/approx_kl": approx_kl, "losses/explained_variance": explained_var}
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: range,
+             video_dir: str | None = None) -> list[float]:
+    """Returns of one deterministic episode (mode of pi) per env seed, normalization frozen (obs_rms is
+    read, never updated). Seeds: training uses seed, the evaluations during training
+    seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
     returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
             action = agent.act(normalize_obs(obs[None], obs_rms), deterministic=True)[0].numpy()
@@ -263,6 +364,31 @@ def check_args(args: Args) -> tuple[int, int, bool]:
 
     act_dim is the number of actions of a Discrete space.
     """
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    for name in ("learning_rate", "vf_learning_rate", "max_grad_norm"):
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    if not 0 <= args.gamma <= 1:
+        fail(f"--gamma must be in [0, 1], got {args.gamma}")
+    if not 0 <= args.ent_coef < math.inf:
+        fail(f"--ent-coef must be a finite number >= 0, got {args.ent_coef}")
+    for name in ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads",
+                 "periodic_eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.baseline not in BASELINES:
+        fail(f"unknown baseline {args.baseline!r} (choose one of {', '.join(BASELINES)})")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
@@ -275,183 +401,170 @@ def check_args(args: Args) -> tuple[int, int, bool]:
         fail(f"{args.env_id} has actions {act_space} (this script needs a flat Box or a Discrete space)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
-    if args.baseline not in BASELINES:
-        fail(f"unknown baseline {args.baseline!r} (choose one of {', '.join(BASELINES)})")
-    for name in ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads",
-                 "learning_rate", "vf_learning_rate"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 <= args.gamma <= 1:
-        fail(f"--gamma must be in [0, 1], got {args.gamma}")
     if args.capture_video:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video needs moviepy (pip install -r requirements.txt)")
         os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     discrete = isinstance(act_space, gym.spaces.Discrete)
     return obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0], discrete
 
 
-def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool) -> tuple[Agent, RunningMeanStd | None]:
-    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd | None, reward_rms: RunningMeanStd | None,
+                     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer], global_step: int,
+                     args: Args) -> dict:
+    """What model.pt and best_model.pt hold (tensors and plain values only; an absent normalizer is
+    {}): enough to evaluate the policy, or to continue training with --init-checkpoint."""
+    return copy.deepcopy({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms) if obs_rms else {},
+                          "reward_rms": rms_to_tensors(reward_rms) if reward_rms else {},
+                          "optimizer": optimizers[0].state_dict(), "vf_optimizer": optimizers[1].state_dict(),
+                          "global_step": global_step, "args": asdict(args)})
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, training: bool) -> dict:
+    """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
+    not fit (obs_dim, act_dim, discrete), or if `training` and it lacks the state to continue training."""
     try:
         checkpoint = torch.load(path, weights_only=True)
-        state = checkpoint["agent"]
-        obs_rms = rms_from_tensors(checkpoint["obs_rms"]) if checkpoint["obs_rms"] else None
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+        obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape) if checkpoint["obs_rms"] else (obs_dim,)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    agent = Agent(obs_dim, act_dim, discrete)
-    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != shapes or (obs_rms and obs_rms.mean.shape != (obs_dim,)):
+    expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim, discrete).state_dict().items()}
+    if shapes != expected or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
-    agent.load_state_dict(state)
-    return agent, obs_rms
+    if training and not {"optimizer", "vf_optimizer", "reward_rms", "global_step"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    return checkpoint
 
 
-def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: SummaryWriter,
-          train_returns: deque) -> int:
-    """REINFORCE's loop (Sutton & Barto 2018, Section 13.4 pseudo-code, batched over episodes).
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: SummaryWriter, run_dir: str,
+          resume: dict | None) -> dict:
+    """REINFORCE (Sutton & Barto 2018, Section 13.4 pseudo-code, batched over episodes) for
+    args.total_timesteps env steps, from `resume` (a checkpoint dict) if given; updates agent and
+    obs_rms in place, keeps the best evaluated policy.
 
-    Updates agent and obs_rms in place; appends raw training episode returns to train_returns;
-    returns the number of env steps taken (exactly args.total_timesteps).
+    Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
+    checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
     env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id))  # raw returns, before any scaling
+    reward_normalizer = None
     if args.norm_reward:
-        env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)  # divide by std of discounted return
+        reward_normalizer = env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)  # divide by std of discounted return
         env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
-    space = env.action_space
-    actor_params = [*agent.actor.parameters(), agent.actor_logstd]
-    optimizer = torch.optim.Adam(actor_params, lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam([*agent.actor.parameters(), agent.actor_logstd], lr=args.learning_rate, eps=1e-5)
     vf_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
-    use_value = args.baseline == "value"
+    global_step = 0
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        vf_optimizer.load_state_dict(resume["vf_optimizer"])
+        if reward_normalizer and resume["reward_rms"]:
+            reward_normalizer.return_rms = rms_from_tensors(resume["reward_rms"])
+        global_step = int(resume["global_step"])
+    first_step, final_step = global_step, global_step + args.total_timesteps
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
 
-    global_step, update, start = 0, 0, time.time()
+    def state() -> dict:
+        return checkpoint_state(agent, obs_rms, reward_normalizer.return_rms if reward_normalizer else None,
+                                (optimizer, vf_optimizer), global_step, args)
+
+    start = time.time()
     obs, _ = env.reset(seed=args.seed)
     bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    while global_step < args.total_timesteps:
-        frac = 1.0 - global_step / args.total_timesteps if args.anneal_lr else 1.0
+    while global_step < final_step:
+        # Both learning rates anneal linearly to 0 at final_step; a continued run goes on from its step.
+        frac = 1.0 - global_step / final_step if args.anneal_lr else 1.0
         optimizer.param_groups[0]["lr"] = frac * args.learning_rate
         vf_optimizer.param_groups[0]["lr"] = frac * args.vf_learning_rate
-
-        # Play whole episodes with the current policy; normalization statistics stay fixed within
-        # a batch, so the stored observations are exactly the ones the policy saw.
-        raw_obs, batch_obs, batch_actions, batch_returns = [], [], [], []
-        with torch.no_grad():
-            for _ in range(args.episodes_per_update):
-                ep_obs, ep_actions, ep_rewards, done = [], [], [], False
-                while not done and global_step < args.total_timesteps:
-                    raw_obs.append(obs)
-                    normalized = normalize_obs(obs[None], obs_rms)
-                    action = agent.act(normalized)[0]
-                    ep_obs.append(normalized[0])
-                    ep_actions.append(action)
-                    action = action.numpy()
-                    obs, reward, terminated, truncated, info = env.step(
-                        action if agent.discrete else np.clip(action, space.low, space.high))
-                    ep_rewards.append(float(reward))
-                    global_step += 1
-                    done = terminated or truncated
-                    if "episode" in info:
-                        writer.add_scalar("charts/episodic_return", info["episode"]["r"], global_step)
-                        writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
-                        train_returns.append(float(info["episode"]["r"]))
-                # A termination ends the return; a truncation (time limit, or the budget running
-                # out) only stops observing it: with a learned value the rest is estimated by V(s_T).
-                bootstrap = float(agent.value(normalize_obs(obs[None], obs_rms))[0]) if use_value and not terminated else 0.0
-                batch_returns.append(reward_to_go(torch.tensor(ep_rewards), args.gamma, bootstrap))
-                batch_obs.append(torch.stack(ep_obs))
-                batch_actions.append(torch.stack(ep_actions))
-                if done:
-                    obs, _ = env.reset()
-                if global_step >= args.total_timesteps:
-                    break
-        b_obs, b_actions, b_returns = torch.cat(batch_obs), torch.cat(batch_actions), torch.cat(batch_returns)
+        batch = collect_episodes(env, agent, obs_rms, obs, args.episodes_per_update, final_step - global_step,
+                                 args.gamma, args.baseline == "value")
+        obs = batch.next_obs
+        for steps, episodic_return, length in batch.episodes:
+            train_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step + steps)
+            writer.add_scalar("charts/episodic_length", length, global_step + steps)
+        global_step += len(batch.returns)
         if obs_rms is not None:
-            obs_rms.update(np.asarray(raw_obs))
+            obs_rms.update(batch.raw_obs)
+        stats = reinforce_update(agent, optimizer, vf_optimizer, batch, baseline=args.baseline, norm_adv=args.norm_adv,
+                                 ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm, vf_epochs=args.vf_epochs,
+                                 vf_minibatch_size=args.vf_minibatch_size)
 
-        with torch.no_grad():
-            values = agent.value(b_obs) if use_value else None
-            weights = policy_weights(b_returns, values, args.baseline, args.norm_adv)
-        dist = agent.dist(b_obs)
-        pg_loss = reinforce_loss(dist, b_actions, weights)
-        old_logprob = dist.log_prob(b_actions).detach()
-        entropy = dist.entropy().mean()
-        optimizer.zero_grad()
-        (pg_loss - args.ent_coef * entropy).backward()
-        nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm)
-        optimizer.step()
-
-        v_losses = []
-        if use_value:  # fit V to the Monte-Carlo returns by regression (Sutton & Barto, Section 13.4)
-            for _ in range(args.vf_epochs):
-                for mb in torch.randperm(len(b_returns)).split(args.vf_minibatch_size):
-                    v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
-                    vf_optimizer.zero_grad()
-                    v_loss.backward()
-                    nn.utils.clip_grad_norm_(agent.critic.parameters(), args.max_grad_norm)
-                    vf_optimizer.step()
-                    v_losses.append(v_loss.item())
-
-        update += 1
-        with torch.no_grad():
-            logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
-            approx_kl = float((logratio.exp() - 1 - logratio).mean())
-        var_returns = float(b_returns.var()) if len(b_returns) > 1 else 0.0
-        explained_var = (1 - float((b_returns - values).var()) / var_returns
-                         if use_value and var_returns > 0 else float("nan"))
-        sps = int(global_step / (time.time() - start))
-        for tag, value in (("charts/learning_rate", optimizer.param_groups[0]["lr"]), ("charts/SPS", sps),
-                           ("charts/batch_steps", len(b_returns)), ("losses/policy_loss", pg_loss.item()),
-                           ("losses/value_loss", float(np.mean(v_losses)) if v_losses else float("nan")),
-                           ("losses/entropy", entropy.item()), ("losses/approx_kl", approx_kl),
-                           ("losses/explained_variance", explained_var)):
+        sps = int((global_step - first_step) / (time.time() - start))
+        stats.update({"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
+                      "charts/batch_steps": len(batch.returns)})
+        for tag, value in stats.items():
             writer.add_scalar(tag, value, global_step)
-        bar.update(len(b_returns))
+        steps_taken = len(batch.returns)
+        if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
+                               or global_step == final_step):
+            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
+                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
+            if np.mean(eval_returns) > best["best_periodic_mean"]:
+                best = {"best": state(), "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
+                if args.save_model:
+                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
+        bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     env.close()
-    return global_step
+    if args.save_model:
+        torch.save(state(), os.path.join(run_dir, "model.pt"))
+    return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
     obs_dim, act_dim, discrete = check_args(args)
+    path = args.checkpoint or args.init_checkpoint
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    if args.checkpoint:
-        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim, discrete)
-    else:
-        agent = Agent(obs_dim, act_dim, discrete)
-        obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+    agent = Agent(obs_dim, act_dim, discrete)
+    obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
+    if checkpoint:  # the checkpoint's normalization, whatever --norm-obs says
+        agent.load_state_dict(checkpoint["agent"])
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"]) if checkpoint["obs_rms"] else None
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step = train(args, agent, obs_rms, writer, train_returns)
-        if args.save_model:
-            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms) if obs_rms else {},
-                        "args": asdict(args)}, os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
-    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
-                       os.path.join(run_dir, "videos") if args.capture_video else None)
-    for k, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, k)
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    if args.checkpoint and returns:
+        writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
+        writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])
     result = {
         "env_id": args.env_id, "episodes": len(returns), "returns": returns,
         "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
-        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+        "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+        "global_step": trained["global_step"], "wall_seconds": time.time() - start, "checkpoint": path,
+        "best_model": None,
     }
+    if trained["best"]:
+        best_agent = Agent(obs_dim, act_dim, discrete)
+        best_agent.load_state_dict(trained["best"]["agent"])
+        best_rms = rms_from_tensors(trained["best"]["obs_rms"]) if trained["best"]["obs_rms"] else None
+        best_returns = evaluate(best_agent, best_rms, args.env_id, final_seeds)
+        result["best_model"] = {
+            "global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+            "returns": best_returns, "mean": float(np.mean(best_returns)) if best_returns else None,
+            "std": float(np.std(best_returns)) if best_returns else None}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
-    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes"
+          + (f"; best model (step {trained['best_step']}): {result['best_model']['mean']}" if trained["best"] else ""))
     return result
 
 

@@ -21,13 +21,16 @@ deterministic return: 0.01 / 0.1 gave 1382 (50 episodes), 0.03 / 0.1 gave 1547, 
 
     python trpo.py --env-id Hopper-v4
     python trpo.py --env-id InvertedPendulum-v4 --total-timesteps 50000
-    python trpo.py --env-id Hopper-v4 --checkpoint runs/<run>/model.pt
+    python trpo.py --env-id Hopper-v4 --checkpoint runs/<run>/best_model.pt
+    python trpo.py --env-id Hopper-v4 --init-checkpoint runs/<run>/model.pt --total-timesteps 500000
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import math
 import os
 import pickle
 import random
@@ -37,6 +40,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -100,6 +104,12 @@ class Args:
     """deterministic evaluation episodes after training"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt: weights, normalization, value optimizer, global step"""
+    eval_freq: int = 50_000
+    """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True
@@ -194,6 +204,86 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
         last = deltas[t] + gamma * gae_lambda * not_done[t] * last
         advantages[t] = last
     return advantages, advantages + values
+
+
+class Rollout(NamedTuple):
+    """T steps of N envs collected by the current policy (PPO paper, Algorithm 1, line 3).
+
+    obs, final_obs: (T, N, obs_dim) normalized; final_obs[t, i] is the last observation of an
+    episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
+    samples. rewards: (T, N), normalized and clipped. terminated, dones = terminated | truncated:
+    (T, N) bool. last_obs: (N, obs_dim) normalized observation after step T-1; next_obs: the same,
+    raw, where the next rollout starts. episodes: (t, raw return, length) of each finished episode.
+    """
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    dones: torch.Tensor
+    final_obs: torch.Tensor
+    last_obs: torch.Tensor
+    next_obs: np.ndarray
+    episodes: list[tuple[int, float, int]]
+
+
+def make_vector_env(env_id: str, num_envs: int, gamma: float) -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
+    """Training envs with raw-return statistics, reward scaling and clipping (Huang et al. 2022,
+    details 6-7); returns (envs, the reward normalizer's running statistics of the discounted return)."""
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
+    return envs, reward_normalizer
+
+
+@torch.no_grad()  # not inference_mode: the update back-propagates through ops on these tensors
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
+                    num_steps: int) -> Rollout:
+    """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    N, obs_dim = next_obs.shape
+    obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
+    actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
+    rewards = torch.zeros((num_steps, N))
+    terminated, dones = torch.zeros((num_steps, N), dtype=torch.bool), torch.zeros((num_steps, N), dtype=torch.bool)
+    # The loop writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    episodes = []
+    for step in range(num_steps):
+        obs_rms.update(next_obs)
+        normalized = normalize_obs(next_obs, obs_rms)
+        # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
+        mean = agent.actor_mean(normalized)
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        obs_np[step] = normalized.numpy()
+        # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
+        next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
+        rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+        for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
+            final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
+        for i in np.flatnonzero(infos.get("_episode", ())):
+            episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
+                   next_obs, episodes)
+
+
+@torch.no_grad()
+def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
+    """GAE over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
+
+    Returns (advantages, returns, values), each (T, N): values = V(s_t) of the rollout's policy.
+    """
+    values = agent.value(rollout.obs)  # one batched forward: the networks did not change during the rollout
+    # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+    # (used at a truncation; compute_gae ignores it after a termination).
+    following = torch.cat([values[1:], agent.value(rollout.last_obs)[None]])
+    next_values = torch.where(rollout.dones, agent.value(rollout.final_obs), following)
+    advantages, returns = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                                      gamma, gae_lambda)
+    return advantages, returns, values
 
 
 def flat_grad(output: torch.Tensor, params: list[nn.Parameter], **kwargs) -> torch.Tensor:
@@ -295,20 +385,33 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
             "charts/step_accepted": float(accepted), "losses/entropy": dist.entropy().sum(-1).mean().item()}
 
 
-@torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, seed: int,
-             video_dir: str | None = None) -> list[float]:
-    """Returns of `episodes` deterministic (mean-action) episodes, frozen normalization.
+def update_value_function(agent: Agent, vf_optimizer: torch.optim.Optimizer, obs: torch.Tensor,
+                          returns: torch.Tensor, vf_iters: int, minibatch_size: int) -> float:
+    """Regress V on the lambda-returns, separately from the policy step: vf_iters epochs of minibatch
+    Adam on 0.5 (V(s) - R)^2. obs (B, obs_dim) normalized, returns (B,). Returns the mean loss."""
+    v_losses = []
+    for epoch in range(vf_iters):
+        for mb in torch.randperm(len(returns)).split(minibatch_size):
+            v_loss = 0.5 * ((agent.value(obs[mb]) - returns[mb]) ** 2).mean()
+            vf_optimizer.zero_grad()
+            v_loss.backward()
+            vf_optimizer.step()
+            v_losses.append(v_loss.detach())
+    return torch.stack(v_losses).mean().item()
 
-    Env seeds are seed + 10**6 + k, disjoint from training's seed .. seed + num_envs - 1.
-    """
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range, video_dir: str | None = None) -> list[float]:
+    """Returns of one deterministic (mean-action) episode per env seed, normalization frozen (obs_rms
+    is read, never updated). Seeds: training uses seed .. seed + num_envs - 1, the evaluations
+    during training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
     low, high = env.action_space.low, env.action_space.high
     returns = []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
             mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
@@ -322,6 +425,36 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, episodes: int, 
 
 def check_args(args: Args) -> tuple[int, int]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    for name in ("max_kl", "vf_lr"):
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not 0 < args.backtrack_coef < 1 or not 0 <= args.cg_damping < math.inf:
+        fail(f"--backtrack-coef must be in (0, 1) and --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}")
+    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters",
+                 "vf_minibatches", "torch_threads", "periodic_eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if (args.num_envs * args.num_steps) % args.vf_minibatches:
+        fail(f"--vf-minibatches {args.vf_minibatches} does not divide the batch of "
+             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
+    if args.total_timesteps % args.num_envs:
+        fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
+             "(every env steps the same number of times)")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     if args.env_id not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
@@ -333,164 +466,157 @@ def check_args(args: Args) -> tuple[int, int]:
         fail(f"{args.env_id} has a {type(act_space).__name__} action space (this script needs a continuous Box)")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         fail(f"{args.env_id} has observations {obs_space} (this script needs a flat Box)")
-    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters",
-                 "vf_minibatches", "torch_threads", "max_kl", "vf_lr"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.capture_video:
         if importlib.util.find_spec("moviepy") is None:
             fail("--capture-video needs moviepy (pip install -r requirements.txt)")
         os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen rendering; works without a display
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if not 0 < args.backtrack_coef < 1 or args.cg_damping < 0:
-        fail(f"--backtrack-coef must be in (0, 1) and --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}")
-    if (args.num_envs * args.num_steps) % args.vf_minibatches:
-        fail(f"--vf-minibatches {args.vf_minibatches} does not divide the batch of "
-             f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
     return obs_space.shape[0], act_space.shape[0]
 
 
-def load_checkpoint(path: str, obs_dim: int, act_dim: int) -> tuple[Agent, RunningMeanStd]:
-    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
+def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd, reward_rms: RunningMeanStd,
+                     vf_optimizer: torch.optim.Optimizer, global_step: int, args: Args) -> dict:
+    """What model.pt and best_model.pt hold (tensors and plain values only): enough to evaluate the
+    policy, or to continue training with --init-checkpoint."""
+    return copy.deepcopy({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms),
+                          "reward_rms": rms_to_tensors(reward_rms), "vf_optimizer": vf_optimizer.state_dict(),
+                          "global_step": global_step, "args": asdict(args)})
+
+
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> dict:
+    """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
+    not fit (obs_dim, act_dim), or if `training` and it lacks the state to continue training."""
     try:
         checkpoint = torch.load(path, weights_only=True)
-        state, obs_rms = checkpoint["agent"], rms_from_tensors(checkpoint["obs_rms"])
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+        obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    agent = Agent(obs_dim, act_dim)
-    shapes = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
-    if {k: tuple(v.shape) for k, v in state.items()} != shapes or obs_rms.mean.shape != (obs_dim,):
+    if shapes != {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()} or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
-    agent.load_state_dict(state)
-    return agent, obs_rms
+    if training and not {"vf_optimizer", "reward_rms", "global_step"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    return checkpoint
 
 
-def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, train_returns: deque) -> int:
-    """TRPO's outer loop (Algorithm 1 of the TRPO paper, single-path); updates agent and obs_rms.
+def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter, run_dir: str,
+          resume: dict | None) -> dict:
+    """TRPO (Algorithm 1 of the TRPO paper, single-path) for args.total_timesteps env steps, from
+    `resume` (a checkpoint dict) if given; updates agent and obs_rms in place, keeps the best
+    evaluated policy.
 
-    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
+    checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.env_id)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
-    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
-    envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
-    low, high = envs.single_action_space.low, envs.single_action_space.high
+    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma)
     vf_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_lr, eps=1e-5, fused=True)
+    global_step = 0
+    if resume:
+        vf_optimizer.load_state_dict(resume["vf_optimizer"])
+        reward_rms.return_rms = rms_from_tensors(resume["reward_rms"])
+        global_step = int(resume["global_step"])
+    first_step, final_step = global_step, global_step + args.total_timesteps
+    minibatch_size = args.num_envs * args.num_steps // args.vf_minibatches
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
 
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
-    minibatch_size = batch_size // args.vf_minibatches
-    num_iterations = max(1, args.total_timesteps // batch_size)
-    obs = torch.zeros((T, N, envs.single_observation_space.shape[0]))
-    final_obs = torch.zeros_like(obs)  # the last observation of an episode that ended at step t
-    actions = torch.zeros((T, N, envs.single_action_space.shape[0]))
-    rewards = torch.zeros((T, N))
-    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
-    # The rollout writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
-    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
-        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
-
-    global_step, start = 0, time.time()
+    start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    for iteration in range(num_iterations):
-        with torch.inference_mode():
-            for step in range(T):
-                obs_rms.update(next_obs)
-                normalized = normalize_obs(next_obs, obs_rms)
-                # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
-                mean = agent.actor_mean(normalized)
-                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
-                obs_np[step] = normalized.numpy()
-                # The Gaussian sample is stored unclipped (its log-prob is exact); only the env sees
-                # it clipped to the action bounds.
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
-                global_step += N
-                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
-                for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
-                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
-                for i in np.flatnonzero(infos.get("_episode", ())):
-                    r, length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                    train_returns.append(r)
-                    writer.add_scalar("charts/episodic_return", r, global_step)
-                    writer.add_scalar("charts/episodic_length", length, global_step)
-            # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
-            # (used at a time-limit truncation; compute_gae ignores it after a termination).
-            values = agent.value(obs)
-            last_value = agent.value(normalize_obs(next_obs, obs_rms))
-            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
-            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
-                                              args.gamma, args.gae_lambda)
-
-        b_obs, b_actions = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1)
+    bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    while global_step < final_step:
+        # The last batch is shorter if needed, so training takes exactly total_timesteps steps.
+        num_steps = min(args.num_steps, (final_step - global_step) // args.num_envs)
+        rollout = collect_rollout(envs, agent, obs_rms, next_obs, num_steps)  # Algorithm 1: run the policy
+        next_obs = rollout.next_obs
+        for t, episodic_return, length in rollout.episodes:
+            train_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step + (t + 1) * args.num_envs)
+            writer.add_scalar("charts/episodic_length", length, global_step + (t + 1) * args.num_envs)
+        global_step += num_steps * args.num_envs
+        advantages, returns, values = advantages_and_returns(agent, rollout, args.gamma, args.gae_lambda)
+        b_obs, b_actions = rollout.obs.reshape(advantages.numel(), -1), rollout.actions.reshape(advantages.numel(), -1)
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
         if args.norm_adv:
             b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        stats = trpo_step(agent, b_obs, b_actions, b_advantages, args)
-
-        # The value function: plain regression on the lambda-returns, separate from the policy step.
-        v_losses = []
-        for epoch in range(args.vf_iters):
-            for mb in torch.randperm(batch_size).split(minibatch_size):
-                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
-                vf_optimizer.zero_grad()
-                v_loss.backward()
-                vf_optimizer.step()
-                v_losses.append(v_loss.detach())
+        stats = trpo_step(agent, b_obs, b_actions, b_advantages, args)  # Eq. 14, Appendix C
+        v_loss = update_value_function(agent, vf_optimizer, b_obs, b_returns, args.vf_iters, minibatch_size)
 
         var_returns = b_returns.var()
         explained_var = float("nan") if var_returns == 0 else float(1 - (b_returns - b_values).var() / var_returns)
-        sps = int(global_step / (time.time() - start))
+        sps = int((global_step - first_step) / (time.time() - start))
         stats.update({"charts/learning_rate": args.vf_lr, "charts/SPS": sps, "losses/explained_variance": explained_var,
-                      "losses/value_loss": torch.stack(v_losses).mean().item()})
+                      "losses/value_loss": v_loss})
         for tag, value in stats.items():
             writer.add_scalar(tag, value, global_step)
-        bar.update(batch_size)
+        steps_taken = num_steps * args.num_envs
+        if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
+                               or global_step == final_step):
+            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
+                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
+            if np.mean(eval_returns) > best["best_periodic_mean"]:
+                state = checkpoint_state(agent, obs_rms, reward_rms.return_rms, vf_optimizer, global_step, args)
+                best = {"best": state, "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
+                if args.save_model:
+                    torch.save(state, os.path.join(run_dir, "best_model.pt"))
+        bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     envs.close()
-    return global_step
+    if args.save_model:
+        torch.save(checkpoint_state(agent, obs_rms, reward_rms.return_rms, vf_optimizer, global_step, args),
+                   os.path.join(run_dir, "model.pt"))
+    return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
     obs_dim, act_dim = check_args(args)
+    path = args.checkpoint or args.init_checkpoint
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    if args.checkpoint:
-        agent, obs_rms = load_checkpoint(args.checkpoint, obs_dim, act_dim)
-    else:
-        agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    if checkpoint:
+        agent.load_state_dict(checkpoint["agent"])
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"])
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step = train(args, agent, obs_rms, writer, train_returns)
-        if args.save_model:
-            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms), "args": asdict(args)},
-                       os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
-    returns = evaluate(agent, obs_rms, args.env_id, args.eval_episodes, args.seed,
-                       os.path.join(run_dir, "videos") if args.capture_video else None)
-    for k, r in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", r, k)
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    if args.checkpoint and returns:
+        writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
+        writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])
     result = {
         "env_id": args.env_id, "episodes": len(returns), "returns": returns,
         "mean": float(np.mean(returns)) if returns else None, "std": float(np.std(returns)) if returns else None,
-        "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-        "global_step": global_step, "wall_seconds": time.time() - start, "checkpoint": args.checkpoint,
+        "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+        "global_step": trained["global_step"], "wall_seconds": time.time() - start, "checkpoint": path,
+        "best_model": None,
     }
+    if trained["best"]:
+        best_agent = Agent(obs_dim, act_dim)
+        best_agent.load_state_dict(trained["best"]["agent"])
+        best_returns = evaluate(best_agent, rms_from_tensors(trained["best"]["obs_rms"]), args.env_id, final_seeds)
+        result["best_model"] = {
+            "global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+            "returns": best_returns, "mean": float(np.mean(best_returns)) if best_returns else None,
+            "std": float(np.std(best_returns)) if best_returns else None}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
-    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes")
+    print(f"{run_dir}: eval return {result['mean']} +- {result['std']} over {len(returns)} episodes"
+          + (f"; best model (step {trained['best_step']}): {result['best_model']['mean']}" if trained["best"] else ""))
     return result
 
 
