@@ -15,11 +15,16 @@ arXiv:1707.06347, Eq. 7 (clipped surrogate) and Schulman et al. 2016, arXiv:1506
     python udr_hopper.py --train-domain source             # the baseline that transfers worse
     python udr_hopper.py --mass-low thigh 3.0 leg 2.0 --mass-high thigh 5.0 leg 3.5   # foot fixed
     python udr_hopper.py --checkpoint runs/<run>/model.pt  # evaluate a saved policy on both domains
+
+best_model.pt is chosen by evaluations on the training domain (the UDR distribution for udr), so
+choosing it spends no target episodes unless the target is the training domain.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import pickle
 import random
@@ -27,6 +32,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -97,6 +103,12 @@ class Args:
     """deterministic evaluation episodes after training, on each of source and target"""
     checkpoint: str | None = None
     """load this model.pt and only evaluate it"""
+    init_checkpoint: str | None = None
+    """continue training from this model.pt: weights, normalization, optimizer, global step"""
+    eval_freq: int = 25_000
+    """env steps between deterministic evaluations on the TRAINING domain (0 = off); the best is kept"""
+    periodic_eval_episodes: int = 10
+    """episodes of each evaluation during training"""
     progress: bool = True
     """show a progress bar when stderr is a terminal"""
 
@@ -211,17 +223,128 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
     return advantages, advantages + values
 
 
-@torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, seed: int) -> dict:
-    """Deterministic (mean-action) episodes on CustomHopper-<domain>-v0 with frozen normalization.
+class Rollout(NamedTuple):
+    """T steps of N envs collected by the current policy (PPO paper, Algorithm 1, line 3).
 
-    Env seeds are seed + 10**6 + k, disjoint from training's. Returns {"mean", "std", "episodes",
-    "returns", "masses"}; masses (kg) are read back from the env while it runs.
+    obs, final_obs: (T, N, obs_dim) normalized; final_obs[t, i] is the last observation of an
+    episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
+    samples. rewards: (T, N), normalized and clipped. terminated, dones = terminated | truncated:
+    (T, N) bool. last_obs: (N, obs_dim) normalized observation after step T-1; next_obs: the same,
+    raw, where the next rollout starts. episodes: (t, raw return, length) of each finished episode;
+    resets: (t, env index, {body: mass in kg}) for each env reset after step t, with its new masses.
     """
-    env = make_env(domain)
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    dones: torch.Tensor
+    final_obs: torch.Tensor
+    last_obs: torch.Tensor
+    next_obs: np.ndarray
+    episodes: list[tuple[int, float, int]]
+    resets: list[tuple[int, int, dict[str, float]]]
+
+
+@torch.no_grad()  # not inference_mode: the update back-propagates through ops on these tensors
+def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
+                    num_steps: int) -> Rollout:
+    """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    N, obs_dim = next_obs.shape
+    obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
+    actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
+    rewards = torch.zeros((num_steps, N))
+    terminated, dones = torch.zeros((num_steps, N), dtype=torch.bool), torch.zeros((num_steps, N), dtype=torch.bool)
+    # The loop writes through numpy views of the same memory: ~1 us per item instead of ~10 us.
+    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    episodes, resets = [], []
+    for step in range(num_steps):
+        obs_rms.update(next_obs)
+        normalized = normalize_obs(next_obs, obs_rms)
+        # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
+        mean = agent.actor_mean(normalized)
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        obs_np[step] = normalized.numpy()
+        # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
+        next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
+        rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
+        ended = np.flatnonzero(dones_np[step])
+        for i in ended:  # next_obs[i] already starts the next episode, with new masses
+            final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
+        if len(ended):
+            masses = envs.unwrapped.call("masses")
+            resets.extend((step, i, masses[i]) for i in ended)
+        for i in np.flatnonzero(infos.get("_episode", ())):
+            episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
+                   next_obs, episodes, resets)
+
+
+@torch.no_grad()
+def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
+    """GAE over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
+
+    Returns (advantages, returns, values), each (T, N): values = V(s_t) of the rollout's policy.
+    """
+    values = agent.value(rollout.obs)  # one batched forward: the networks did not change during the rollout
+    # V(s_{t+1}): the next step's value, or V(final observation) where an episode ended at t
+    # (used at a truncation; compute_gae ignores it after a termination).
+    following = torch.cat([values[1:], agent.value(rollout.last_obs)[None]])
+    next_values = torch.where(rollout.dones, agent.value(rollout.final_obs), following)
+    advantages, returns = compute_gae(rollout.rewards, values, next_values, rollout.terminated, rollout.dones,
+                                      gamma, gae_lambda)
+    return advantages, returns, values
+
+
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
+               returns: torch.Tensor, values: torch.Tensor, *, update_epochs: int, minibatch_size: int,
+               clip_coef: float, ent_coef: float, vf_coef: float, max_grad_norm: float) -> list[float]:
+    """Epochs of minibatch Adam steps on the loss of Eq. 9 of the PPO paper with the clipped surrogate
+    (Eq. 7). advantages, returns, values: (T, N). Returns the update's mean [policy loss, value loss,
+    entropy, approx KL, clip fraction]."""
+    batch_size = advantages.numel()
+    b_obs, b_actions = rollout.obs.reshape(batch_size, -1), rollout.actions.reshape(batch_size, -1)
+    b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+    with torch.no_grad():
+        b_logprobs = agent.dist(b_obs).log_prob(b_actions).sum(-1)
+    stats = []
+    for _ in range(update_epochs):
+        for mb in torch.randperm(batch_size).split(minibatch_size):
+            dist = agent.dist(b_obs[mb])
+            logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
+            ratio = logratio.exp()
+            mb_adv = b_advantages[mb]
+            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            # Eq. 7 of the PPO paper: -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
+            pg_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - clip_coef, 1 + clip_coef) * mb_adv).mean()
+            new_value = agent.value(b_obs[mb])
+            v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-clip_coef, clip_coef)
+            v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+            entropy = dist.entropy().sum(-1).mean()
+            loss = pg_loss - ent_coef * entropy + vf_coef * v_loss  # Eq. 9
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+            optimizer.step()
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+            stats.append(torch.stack([pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach())
+    return torch.stack(stats).mean(0).tolist()
+
+
+@torch.inference_mode()
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, bounds: dict | None = None) -> dict:
+    """Deterministic (mean-action) episodes on CustomHopper-<domain>-v0 (with UDR bounds for "udr"),
+    one per env seed, normalization frozen (obs_rms is read, never updated). Seeds: training uses
+    seed .. seed + num_envs - 1, the evaluations during training seed + 2 * 10**6 + k, the final
+    ones seed + 10**6 + k. Returns {"mean", "std", "episodes", "returns", "masses"}; masses (kg)
+    are those of the last episode, read back from the env."""
+    env = make_env(domain, bounds)
     returns, masses = [], None
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + 10**6 + k)
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
         masses = hopper_envs.get_masses(env)
         done, total = False, 0.0
         while not done:
@@ -237,176 +360,197 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, 
 
 def check_args(args: Args) -> dict | None:
     """Exit 2 on bad input before anything is written; returns the UDR mass bounds (or None)."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
     if args.train_domain not in DOMAINS:
         fail(f"unknown --train-domain {args.train_domain!r} (choose one of {', '.join(DOMAINS)})")
     try:
         bounds = mass_bounds(args)
     except ValueError as e:
         fail(f"{e} (see --help for the mass flags)")
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads"):
+    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("ent_coef", "vf_coef"):
+        if not 0 <= getattr(args, name) < math.inf:
+            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads",
+                 "periodic_eval_episodes"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    for name in ("eval_episodes", "eval_freq"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
              f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
+    if args.total_timesteps % args.num_envs:
+        fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
+             "(every env steps the same number of times)")
+    if args.checkpoint and args.init_checkpoint:
+        fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
+    for path in (args.checkpoint, args.init_checkpoint):
+        if path and not os.path.isfile(path):
+            fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     return bounds
 
 
-def load_checkpoint(path: str) -> tuple[Agent, RunningMeanStd]:
-    """Agent and frozen normalizer from a model.pt of this script; exits 2 if unreadable or mismatched."""
-    agent = Agent(11, 3)
+def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd, reward_rms: RunningMeanStd,
+                     optimizer: torch.optim.Optimizer, global_step: int, args: Args) -> dict:
+    """What model.pt and best_model.pt hold (tensors and plain values only): enough to evaluate the
+    policy, or to continue training with --init-checkpoint."""
+    return copy.deepcopy({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms),
+                          "reward_rms": rms_to_tensors(reward_rms), "optimizer": optimizer.state_dict(),
+                          "global_step": global_step, "args": asdict(args)})
+
+
+def load_checkpoint(path: str, training: bool) -> dict:
+    """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks are
+    not the Hopper's, or if `training` and it lacks the state to continue training."""
     try:
         checkpoint = torch.load(path, weights_only=True)
-        agent.load_state_dict(checkpoint["agent"])
-        obs_rms = rms_from_tensors(checkpoint["obs_rms"])
-    except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
+        obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    return agent, obs_rms
+    if shapes != {k: tuple(v.shape) for k, v in Agent(11, 3).state_dict().items()} or obs_shape != (11,):
+        fail(f"checkpoint {path} does not match the Hopper's observation/action sizes (11, 3)")
+    if training and not {"optimizer", "reward_rms", "global_step"} <= set(checkpoint):
+        fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
+    return checkpoint
 
 
 def train(args: Args, bounds: dict | None, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWriter,
-          train_returns: deque) -> int:
-    """PPO's loop (Algorithm 1 of the PPO paper) on the training domain; updates agent, obs_rms.
+          run_dir: str, resume: dict | None) -> dict:
+    """PPO (Algorithm 1 of the PPO paper) on the training domain for args.total_timesteps env steps,
+    from `resume` (a checkpoint dict) if given; updates agent and obs_rms in place, keeps the best
+    policy of the evaluations on the training domain. Logs the masses of every training episode
+    (domain/<body>_mass, x = the step it starts at).
 
-    Logs the masses of every training episode (domain/<body>_mass, x = the step it starts at).
-    Appends raw training episode returns to train_returns; returns the number of env steps taken.
+    Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
+    checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
     envs = gym.vector.SyncVectorEnv([lambda: make_env(args.train_domain, bounds)] * args.num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
-    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
+    reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    global_step = 0
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        reward_normalizer.return_rms = rms_from_tensors(resume["reward_rms"])
+        global_step = int(resume["global_step"])
+    first_step, final_step = global_step, global_step + args.total_timesteps
+    minibatch_size = args.num_envs * args.num_steps // args.num_minibatches
+    train_returns: deque[float] = deque(maxlen=100)
+    best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
 
-    T, N = args.num_steps, args.num_envs
-    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
-    num_iterations = max(1, args.total_timesteps // batch_size)
-    obs, actions = torch.zeros((T, N, 11)), torch.zeros((T, N, 3))
-    final_obs, rewards = torch.zeros_like(obs), torch.zeros((T, N))
-    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
-    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
-        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
-
-    def log_masses(step: int, which) -> None:  # the masses the envs `which` have just been reset to
-        for i, masses in enumerate(envs.unwrapped.call("masses")):
-            if i in which:
-                for body, mass in masses.items():
-                    writer.add_scalar(f"domain/{body}_mass", mass, step)
-
-    global_step, start = 0, time.time()
+    start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
-    log_masses(0, range(N))
-    bar = tqdm(total=num_iterations * batch_size, disable=not (args.progress and sys.stderr.isatty()), unit="step")
-    for iteration in range(num_iterations):
-        lr = args.learning_rate * (1.0 - iteration / num_iterations)
+    for masses in envs.unwrapped.call("masses"):
+        for body, mass in masses.items():
+            writer.add_scalar(f"domain/{body}_mass", mass, global_step)
+    bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
+    while global_step < final_step:
+        lr = args.learning_rate * (1.0 - global_step / final_step)  # linear to 0 at final_step
         optimizer.param_groups[0]["lr"] = lr
-        with torch.inference_mode():
-            for step in range(T):
-                obs_rms.update(next_obs)
-                normalized = normalize_obs(next_obs, obs_rms)
-                mean = agent.actor_mean(normalized)
-                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
-                obs_np[step] = normalized.numpy()
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], -1.0, 1.0))
-                global_step += N
-                rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
-                ended = np.flatnonzero(dones_np[step])
-                for i in ended:  # next_obs[i] already starts the next episode, with new masses
-                    final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
-                if len(ended):
-                    log_masses(global_step, set(ended))
-                for i in np.flatnonzero(infos.get("_episode", ())):
-                    train_returns.append(float(infos["episode"]["r"][i]))
-                    writer.add_scalar("charts/episodic_return", train_returns[-1], global_step)
-                    writer.add_scalar("charts/episodic_length", int(infos["episode"]["l"][i]), global_step)
-            dist = agent.dist(obs)
-            logprobs, values = dist.log_prob(actions).sum(-1), agent.value(obs)
-            last_value = agent.value(normalize_obs(next_obs, obs_rms))
-            next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
-            advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
-                                              args.gamma, args.gae_lambda)
+        num_steps = min(args.num_steps, (final_step - global_step) // args.num_envs)  # exactly total_timesteps
+        rollout = collect_rollout(envs, agent, obs_rms, next_obs, num_steps)
+        next_obs = rollout.next_obs
+        for t, episodic_return, length in rollout.episodes:
+            train_returns.append(episodic_return)
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step + (t + 1) * args.num_envs)
+            writer.add_scalar("charts/episodic_length", length, global_step + (t + 1) * args.num_envs)
+        for t, _, masses in rollout.resets:
+            for body, mass in masses.items():
+                writer.add_scalar(f"domain/{body}_mass", mass, global_step + (t + 1) * args.num_envs)
+        global_step += num_steps * args.num_envs
+        advantages, returns, values = advantages_and_returns(agent, rollout, args.gamma, args.gae_lambda)
+        losses = ppo_update(agent, optimizer, rollout, advantages, returns, values, update_epochs=args.update_epochs,
+                            minibatch_size=minibatch_size, clip_coef=args.clip_coef, ent_coef=args.ent_coef,
+                            vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm)
 
-        b_obs, b_actions = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1)
-        b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
-        b_returns, b_values = returns.reshape(-1), values.reshape(-1)
-        stats = []
-        for _ in range(args.update_epochs):
-            for mb in torch.randperm(batch_size).split(minibatch_size):
-                dist = agent.dist(b_obs[mb])
-                logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
-                ratio = logratio.exp()
-                mb_adv = b_advantages[mb]
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                # Eq. 7 of the PPO paper: -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
-                pg_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * mb_adv).mean()
-                new_value = agent.value(b_obs[mb])
-                v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
-                entropy = dist.entropy().sum(-1).mean()
-                loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss  # Eq. 9
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-                approx_kl = ((ratio - 1) - logratio).mean()
-                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
-                stats.append(torch.stack([pg_loss, v_loss, entropy, approx_kl, clipfrac]).detach())
-
-        pg, vl, ent, approx_kl, clipfrac = torch.stack(stats).mean(0).tolist()
-        var_returns = b_returns.var()
-        explained_var = float("nan") if var_returns == 0 else float(1 - (b_returns - b_values).var() / var_returns)
-        sps = int(global_step / (time.time() - start))
-        for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg),
-                           ("losses/value_loss", vl), ("losses/entropy", ent), ("losses/approx_kl", approx_kl),
-                           ("losses/clipfrac", clipfrac), ("losses/explained_variance", explained_var)):
+        var_returns = returns.var()
+        explained_var = float("nan") if var_returns == 0 else float(1 - (returns - values).var() / var_returns)
+        sps = int((global_step - first_step) / (time.time() - start))
+        for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", losses[0]),
+                           ("losses/value_loss", losses[1]), ("losses/entropy", losses[2]),
+                           ("losses/approx_kl", losses[3]), ("losses/clipfrac", losses[4]),
+                           ("losses/explained_variance", explained_var)):
             writer.add_scalar(tag, value, global_step)
-        bar.update(batch_size)
+        steps_taken = num_steps * args.num_envs
+        if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
+                               or global_step == final_step):
+            seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
+            evaluation = evaluate(agent, obs_rms, args.train_domain, seeds, bounds)
+            writer.add_scalar("eval/episodic_return", evaluation["mean"], global_step)
+            writer.add_scalar("eval/episodic_return_std", evaluation["std"], global_step)
+            if evaluation["mean"] > best["best_periodic_mean"]:
+                state = checkpoint_state(agent, obs_rms, reward_normalizer.return_rms, optimizer, global_step, args)
+                best = {"best": state, "best_step": global_step, "best_periodic_mean": evaluation["mean"]}
+                if args.save_model:
+                    torch.save(state, os.path.join(run_dir, "best_model.pt"))
+        bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     envs.close()
-    return global_step
+    if args.save_model:
+        torch.save(checkpoint_state(agent, obs_rms, reward_normalizer.return_rms, optimizer, global_step, args),
+                   os.path.join(run_dir, "model.pt"))
+    return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
 def main(args: Args) -> dict:
     bounds = check_args(args)
+    path = args.checkpoint or args.init_checkpoint
+    checkpoint = load_checkpoint(path, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    if args.checkpoint:
-        agent, obs_rms = load_checkpoint(args.checkpoint)
-    else:
-        agent, obs_rms = Agent(11, 3), RunningMeanStd(shape=(11,))
+    agent, obs_rms = Agent(11, 3), RunningMeanStd(shape=(11,))
+    if checkpoint:
+        agent.load_state_dict(checkpoint["agent"])
+        obs_rms = rms_from_tensors(checkpoint["obs_rms"])
 
     run_dir = os.path.join(args.log_dir, f"CustomHopper-{args.train_domain}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    train_returns: deque[float] = deque(maxlen=100)
-    global_step, start = 0, time.time()
-    if not args.checkpoint:
-        global_step = train(args, bounds, agent, obs_rms, writer, train_returns)
-        if args.save_model:
-            torch.save({"agent": agent.state_dict(), "obs_rms": rms_to_tensors(obs_rms), "args": asdict(args)},
-                       os.path.join(run_dir, "model.pt"))
+    start = time.time()
+    if args.checkpoint:
+        trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}
+    else:
+        trained = train(args, bounds, agent, obs_rms, writer, run_dir, checkpoint)
 
-    result = {"train_domain": args.train_domain, "mass_bounds": bounds, "global_step": global_step,
-              "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
-              "checkpoint": args.checkpoint}
+    result = {"train_domain": args.train_domain, "mass_bounds": bounds, "global_step": trained["global_step"],
+              "train_return_last100": float(np.mean(trained["train_returns"])) if trained["train_returns"] else None,
+              "checkpoint": path, "best_model": None}
+    final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
     for domain in ("source", "target"):
-        result[domain] = evaluate(agent, obs_rms, domain, args.eval_episodes, args.seed)
-        for k, r in enumerate(result[domain]["returns"]):
-            writer.add_scalar(f"eval/{domain}_return", r, k)
-    for k, r in enumerate(result["target"]["returns"]):  # the convention's tag: the return that matters
-        writer.add_scalar("eval/episodic_return", r, k)
+        result[domain] = evaluate(agent, obs_rms, domain, final_seeds)
+        if result[domain]["episodes"]:
+            writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], trained["global_step"])
+    if trained["best"]:
+        best_agent = Agent(11, 3)
+        best_agent.load_state_dict(trained["best"]["agent"])
+        best_rms = rms_from_tensors(trained["best"]["obs_rms"])
+        result["best_model"] = {"global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
+                                **{domain: evaluate(best_agent, best_rms, domain, final_seeds) for domain in ("source", "target")}}
     result["wall_seconds"] = time.time() - start
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
     print(f"{run_dir}: source {result['source']['mean']} +- {result['source']['std']}, "
-          f"target {result['target']['mean']} +- {result['target']['std']} ({result['target']['episodes']} episodes each)")
+          f"target {result['target']['mean']} +- {result['target']['std']} ({result['target']['episodes']} episodes each)"
+          + (f"; best model (step {trained['best_step']}): target {result['best_model']['target']['mean']}"
+             if trained["best"] else ""))
     return result
 
 
