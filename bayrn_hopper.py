@@ -21,6 +21,7 @@ The inner learner is PPO-Clip with GAE, a copy of udr_hopper.py's.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -395,14 +396,16 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, 
 # ---- the outer loop: Bayesian optimization over phi (Muratore et al. 2021, Algorithm 1) ----
 def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     """Exit 2 on bad input before anything is written; returns the search box (low, high), (6,) kg each."""
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
     low, high = default_box()
     for name, given in (("--phi-low", args.phi_low), ("--phi-high", args.phi_high)):
         if given is not None and len(given) != len(PHI_NAMES):
             fail(f"{name} needs {len(PHI_NAMES)} numbers ({' '.join(PHI_NAMES)}), got {len(given)}")
     low = low if args.phi_low is None else torch.tensor(args.phi_low, dtype=torch.float64)
     high = high if args.phi_high is None else torch.tensor(args.phi_high, dtype=torch.float64)
-    if (low <= 0).any() or not torch.isfinite(high).all():
-        fail(f"the search box must hold finite positive masses, got low {low.tolist()}")
+    if not (low > 0).all() or not torch.isfinite(high).all():  # (low > 0) is False for nan
+        fail(f"the search box must hold finite positive masses, got low {low.tolist()}, high {high.tolist()}")
     for k, name in enumerate(PHI_NAMES):
         if low[k] >= high[k]:
             fail(f"search box has low >= high for {name}: {low[k]:.3f} >= {high[k]:.3f} (give --phi-low below --phi-high)")
@@ -411,14 +414,26 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
         fail("the box allows no (low <= high) distribution for some body (its low end's range lies above its high end's)")
     if args.acquisition not in ACQUISITIONS:
         fail(f"unknown acquisition {args.acquisition!r} (choose one of {', '.join(ACQUISITIONS)})")
+    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("ucb_beta", "ent_coef", "vf_coef"):
+        if not 0 <= getattr(args, name) < math.inf:
+            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
     for name in ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
-                 "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+                 "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.ucb_beta < 0 or args.final_timesteps < 0 or args.eval_episodes < 0 or args.source_episodes < 0:
-        fail("--ucb-beta, --final-timesteps, --eval-episodes and --source-episodes must be >= 0")
+    for name in ("final_timesteps", "eval_episodes", "source_episodes"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps")
+    if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
+        fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     return low, high
 
 
@@ -507,10 +522,15 @@ def log_candidate(writer: SummaryWriter, record: dict, acquisition: float | None
 def plot(history: list[dict], gp: GP, x: torch.Tensor, y: torch.Tensor, best: int, low, high, args: Args,
          path: str) -> None:
     """bayrn.png: J_real per candidate with the running best; the GP posterior mean +- 2 sigma (in
-    return units) along the phi coordinate with the shortest lengthscale, through phi*."""
-    import matplotlib  # only needed for this figure
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return units) along the phi coordinate with the shortest lengthscale, through phi*. Skipped, with a
+    note, where matplotlib is not installed (requirements.txt leaves it to benchmark/requirements.txt)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"{path} not drawn: matplotlib is not installed (pip install -r benchmark/requirements.txt)")
+        return
 
     returns = np.array([r["target_return"] for r in history])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
