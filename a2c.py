@@ -32,6 +32,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -118,6 +119,14 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
@@ -350,28 +359,17 @@ def check_args(args: Args) -> tuple[int, int, bool]:
 
     act_dim is the number of actions of a Discrete space.
     """
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
-    for name in ("learning_rate", "optimizer_eps", "max_grad_norm"):
-        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
-            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda", "rmsprop_alpha"):
-        if not 0 <= getattr(args, name) <= 1:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("ent_coef", "vf_coef"):
-        if not 0 <= getattr(args, name) < math.inf:
-            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
-    for name in ("total_timesteps", "num_envs", "num_steps", "torch_threads", "periodic_eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("eval_episodes", "eval_freq"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+    check_range(args, ("learning_rate", "optimizer_eps", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma", "gae_lambda", "rmsprop_alpha"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.optimizer not in OPTIMIZERS:
         fail(f"unknown optimizer {args.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
-             "(every env steps the same number of times)")
+             "(give a multiple: every env steps the same number of times)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -419,7 +417,8 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, train
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
     expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim, discrete).state_dict().items()}
     if shapes != expected or obs_shape != (obs_dim,):
-        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+        fail(f"checkpoint {path} does not match the env's observation/action sizes {obs_dim}, {act_dim} "
+             "(pass a model.pt trained on an env with the same spaces)")
     if training and not {"optimizer", "reward_rms", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
     return checkpoint

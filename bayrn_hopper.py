@@ -27,6 +27,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import gpytorch
@@ -120,6 +121,14 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
 def default_box() -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,16 +405,16 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, 
 # ---- the outer loop: Bayesian optimization over phi (Muratore et al. 2021, Algorithm 1) ----
 def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     """Exit 2 on bad input before anything is written; returns the search box (low, high), (6,) kg each."""
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
     low, high = default_box()
     for name, given in (("--phi-low", args.phi_low), ("--phi-high", args.phi_high)):
         if given is not None and len(given) != len(PHI_NAMES):
-            fail(f"{name} needs {len(PHI_NAMES)} numbers ({' '.join(PHI_NAMES)}), got {len(given)}")
+            fail(f"{name} needs {len(PHI_NAMES)} numbers, got {len(given)} (in kg, in the order {' '.join(PHI_NAMES)})")
     low = low if args.phi_low is None else torch.tensor(args.phi_low, dtype=torch.float64)
     high = high if args.phi_high is None else torch.tensor(args.phi_high, dtype=torch.float64)
     if not (low > 0).all() or not torch.isfinite(high).all():  # (low > 0) is False for nan
-        fail(f"the search box must hold finite positive masses, got low {low.tolist()}, high {high.tolist()}")
+        fail(f"the search box must hold finite positive masses, got low {low.tolist()}, high {high.tolist()} "
+             "(give masses in kg)")
     for k, name in enumerate(PHI_NAMES):
         if low[k] >= high[k]:
             fail(f"search box has low >= high for {name}: {low[k]:.3f} >= {high[k]:.3f} (give --phi-low below --phi-high)")
@@ -414,24 +423,14 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
         fail("the box allows no (low <= high) distribution for some body (its low end's range lies above its high end's)")
     if args.acquisition not in ACQUISITIONS:
         fail(f"unknown acquisition {args.acquisition!r} (choose one of {', '.join(ACQUISITIONS)})")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
-        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
-            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0 <= getattr(args, name) <= 1:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("ucb_beta", "ent_coef", "vf_coef"):
-        if not 0 <= getattr(args, name) < math.inf:
-            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
-    for name in ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
-                 "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("final_timesteps", "eval_episodes", "source_episodes"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("ucb_beta", "ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts", "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("final_timesteps", "eval_episodes", "source_episodes"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
-        fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps")
+        fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps "
+             f"= {args.num_envs * args.num_steps} (pick a divisor)")
     if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
         fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     return low, high

@@ -34,6 +34,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -107,6 +108,14 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
@@ -271,23 +280,13 @@ def evaluate(actor: Actor, env_id: str, seeds: range, video_dir: str | None = No
 
 def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """Exit 2 on bad input before anything is written; returns the env's observation and action spaces."""
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
-    if not 0 < args.learning_rate < math.inf:  # also refuses nan
-        fail(f"--learning-rate must be a finite number > 0, got {args.learning_rate}")
-    if not 0 <= args.gamma <= 1:
-        fail(f"--gamma must be in [0, 1], got {args.gamma}")
-    if not 0 < args.tau <= 1:
-        fail(f"--tau must be in (0, 1], got {args.tau}")
-    if not 0 <= args.exploration_noise < math.inf or not 0 < args.ou_theta < math.inf:
-        fail(f"--exploration-noise must be >= 0 and --ou-theta > 0, got {args.exploration_noise}, {args.ou_theta}")
-    for name in ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads",
-                 "periodic_eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_episodes", "eval_freq"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+    check_range(args, ("learning_rate", "ou_theta"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma",), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("tau",), lambda v: 0 < v <= 1, "in (0, 1]")
+    check_range(args, ("exploration_noise",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("learning_starts", "eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.noise not in NOISES:
         fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")
     if args.checkpoint and args.init_checkpoint:
@@ -320,6 +319,16 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
 NETWORKS = ("actor", "critic", "actor_target", "critic_target")
 
 
+def make_networks(obs_space: gym.spaces.Box, act_space: gym.spaces.Box) -> dict[str, nn.Module]:
+    """Actor, critic and their target copies (which take no gradients), keyed by NETWORKS."""
+    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+    actor, critic = Actor(obs_dim, act_dim, act_space.low, act_space.high), Critic(obs_dim, act_dim)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    for p in (*actor_target.parameters(), *critic_target.parameters()):
+        p.requires_grad_(False)
+    return dict(zip(NETWORKS, (actor, critic, actor_target, critic_target)))
+
+
 def load_checkpoint(path: str, networks: dict[str, nn.Module], training: bool) -> dict:
     """Load a model.pt / best_model.pt of this script into `networks` (name -> module, see NETWORKS)
     and return it; exits 2 if unreadable, if a network's shapes differ, or if `training` and it
@@ -330,7 +339,8 @@ def load_checkpoint(path: str, networks: dict[str, nn.Module], training: bool) -
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
     if shapes != {name: {k: tuple(v.shape) for k, v in net.state_dict().items()} for name, net in networks.items()}:
-        fail(f"checkpoint {path} does not match the env's observation/action sizes")
+        fail(f"checkpoint {path} does not match the env's observation/action sizes (pass a model.pt trained on "
+             "an env with the same spaces)")
     if training and not {"actor_optimizer", "critic_optimizer", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
     for name, net in networks.items():
@@ -342,8 +352,8 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
     """DDPG's loop (Lillicrap et al. 2015, Algorithm 1) for args.total_timesteps steps, from `resume`
     (a checkpoint dict, its replay_buffer.pt too if given) if given. Updates the networks in place.
 
-    Returns {"global_step", "train_returns" (the last 100), "best" (checkpoint dict of the best
-    periodic evaluation, or None), "best_step", "best_periodic_mean"}.
+    Returns {"global_step", "train_returns" (the last 100), "replay_buffer", "best" (checkpoint dict of
+    the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
     actor, critic, actor_target, critic_target = (networks[k] for k in NETWORKS)
     env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id))
@@ -431,7 +441,7 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
     if args.save_model:  # the buffer is data, not policy: it goes with the last model only
         torch.save(checkpoint_state(final_step), os.path.join(run_dir, "model.pt"))
         torch.save(replay_buffer.state(), os.path.join(run_dir, "replay_buffer.pt"))
-    return {"global_step": final_step, "train_returns": list(train_returns), **best}
+    return {"global_step": final_step, "train_returns": list(train_returns), "replay_buffer": replay_buffer, **best}
 
 
 def main(args: Args) -> dict:
@@ -441,13 +451,8 @@ def main(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
-    actor = Actor(obs_dim, act_dim, act_space.low, act_space.high)
-    critic = Critic(obs_dim, act_dim)
-    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
-    for p in (*actor_target.parameters(), *critic_target.parameters()):
-        p.requires_grad_(False)
-    networks = dict(zip(NETWORKS, (actor, critic, actor_target, critic_target)))
+    networks = make_networks(obs_space, act_space)
+    actor = networks["actor"]
     checkpoint = None
     if args.checkpoint:
         checkpoint = load_checkpoint(args.checkpoint, {"actor": actor}, training=False)
@@ -476,7 +481,7 @@ def main(args: Args) -> dict:
         "checkpoint": args.checkpoint or args.init_checkpoint, "best_model": None,
     }
     if trained["best"]:
-        best_actor = Actor(obs_dim, act_dim, act_space.low, act_space.high)
+        best_actor = make_networks(obs_space, act_space)["actor"]
         best_actor.load_state_dict(trained["best"]["actor"])
         best_returns = evaluate(best_actor, args.env_id, final_seeds)
         result["best_model"] = {

@@ -32,6 +32,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -114,6 +115,14 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
@@ -364,22 +373,12 @@ def check_args(args: Args) -> tuple[int, int, bool]:
 
     act_dim is the number of actions of a Discrete space.
     """
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
-    for name in ("learning_rate", "vf_learning_rate", "max_grad_norm"):
-        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
-            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
-    if not 0 <= args.gamma <= 1:
-        fail(f"--gamma must be in [0, 1], got {args.gamma}")
-    if not 0 <= args.ent_coef < math.inf:
-        fail(f"--ent-coef must be a finite number >= 0, got {args.ent_coef}")
-    for name in ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads",
-                 "periodic_eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("eval_episodes", "eval_freq"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+    check_range(args, ("learning_rate", "vf_learning_rate", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma",), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("ent_coef",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.baseline not in BASELINES:
         fail(f"unknown baseline {args.baseline!r} (choose one of {', '.join(BASELINES)})")
     if args.checkpoint and args.init_checkpoint:
@@ -431,7 +430,8 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, train
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
     expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim, discrete).state_dict().items()}
     if shapes != expected or obs_shape != (obs_dim,):
-        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+        fail(f"checkpoint {path} does not match the env's observation/action sizes {obs_dim}, {act_dim} "
+             "(pass a model.pt trained on an env with the same spaces)")
     if training and not {"optimizer", "vf_optimizer", "reward_rms", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
     return checkpoint

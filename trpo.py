@@ -122,6 +122,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
+
+
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One environment; raises gymnasium.error.Error for an unknown id."""
     return gym.make(env_id, render_mode=render_mode)
@@ -425,29 +433,19 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range, v
 
 def check_args(args: Args) -> tuple[int, int]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
-    for name in ("max_kl", "vf_lr"):
-        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
-            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0 <= getattr(args, name) <= 1:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if not 0 < args.backtrack_coef < 1 or not 0 <= args.cg_damping < math.inf:
-        fail(f"--backtrack-coef must be in (0, 1) and --cg-damping >= 0, got {args.backtrack_coef}, {args.cg_damping}")
-    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters",
-                 "vf_minibatches", "torch_threads", "periodic_eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("eval_episodes", "eval_freq"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+    check_range(args, ("max_kl", "vf_lr"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("backtrack_coef",), lambda v: 0 < v < 1, "in (0, 1)")
+    check_range(args, ("cg_damping",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters", "vf_minibatches", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.vf_minibatches:
         fail(f"--vf-minibatches {args.vf_minibatches} does not divide the batch of "
              f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
-             "(every env steps the same number of times)")
+             "(give a multiple: every env steps the same number of times)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -492,7 +490,8 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
     if shapes != {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()} or obs_shape != (obs_dim,):
-        fail(f"checkpoint {path} does not match the env's observation/action sizes ({obs_dim}, {act_dim})")
+        fail(f"checkpoint {path} does not match the env's observation/action sizes {obs_dim}, {act_dim} "
+             "(pass a model.pt trained on an env with the same spaces)")
     if training and not {"vf_optimizer", "reward_rms", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
     return checkpoint

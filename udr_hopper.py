@@ -31,6 +31,7 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -117,6 +118,14 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+    """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
+    for name in names:
+        if not ok(getattr(args, name)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
+                 f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
 def mass_bounds(args: Args) -> dict[str, tuple[float, float]] | None:
@@ -360,36 +369,24 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
 
 def check_args(args: Args) -> dict | None:
     """Exit 2 on bad input before anything is written; returns the UDR mass bounds (or None)."""
-    if not 0 <= args.seed < 2**32:
-        fail(f"--seed must be in [0, 2**32), got {args.seed} (numpy seeds take 32 bits)")
+    check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
     if args.train_domain not in DOMAINS:
         fail(f"unknown --train-domain {args.train_domain!r} (choose one of {', '.join(DOMAINS)})")
     try:
         bounds = mass_bounds(args)
     except ValueError as e:
         fail(f"{e} (see --help for the mass flags)")
-    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
-        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
-            fail(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0 <= getattr(args, name) <= 1:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("ent_coef", "vf_coef"):
-        if not 0 <= getattr(args, name) < math.inf:
-            fail(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(args, name)}")
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads",
-                 "periodic_eval_episodes"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("eval_episodes", "eval_freq"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
              f"{args.num_envs * args.num_steps} steps (pick a divisor of num_envs * num_steps)")
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
-             "(every env steps the same number of times)")
+             "(give a multiple: every env steps the same number of times)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -419,7 +416,8 @@ def load_checkpoint(path: str, training: bool) -> dict:
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
     if shapes != {k: tuple(v.shape) for k, v in Agent(11, 3).state_dict().items()} or obs_shape != (11,):
-        fail(f"checkpoint {path} does not match the Hopper's observation/action sizes (11, 3)")
+        fail(f"checkpoint {path} does not match the Hopper's observation/action sizes 11, 3 "
+             "(pass a model.pt of udr_hopper.py)")
     if training and not {"optimizer", "reward_rms", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
     return checkpoint

@@ -4,7 +4,6 @@ update, the OU process."""
 
 import copy
 import tracemalloc
-from collections import deque
 
 import numpy as np
 import pytest
@@ -57,13 +56,11 @@ def test_buffer_memory_stays_flat_once_full():
 
 def run_random_steps(env_id, steps, tmp_path):
     args = ddpg.Args(env_id=env_id, total_timesteps=steps, learning_starts=steps, buffer_size=1000,
-                     progress=False)
+                     progress=False, eval_freq=0, save_model=False)
     env = ddpg.make_env(env_id)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = ddpg.Actor(obs_dim, act_dim, env.action_space.low, env.action_space.high)
+    networks = ddpg.make_networks(env.observation_space, env.action_space)
     with SummaryWriter(tmp_path) as writer:
-        *_, buffer = ddpg.train(args, actor, ddpg.Critic(obs_dim, act_dim), writer, deque())
-    return buffer
+        return ddpg.train(args, networks, writer, str(tmp_path), None)["replay_buffer"]
 
 
 def test_truncation_is_stored_as_non_terminal_with_the_true_last_observation(tmp_path):

@@ -1,0 +1,23 @@
+"""Helpers shared by the tests: where the scripts are, running one as a user does, reading a run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python <script> [--no-progress] <args>` from the repository root; never raises on failure."""
+    quiet = [] if script == "bayrn_hopper.py" else ["--no-progress"]  # bayrn draws no progress bar
+    return subprocess.run([sys.executable, str(ROOT / script), *quiet, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of a TensorBoard scalar of one run directory."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
