@@ -1,6 +1,7 @@
 """bayrn_hopper: the GP and acquisitions on known functions, box scaling and feasibility, the inner
 learner (the same as udr_hopper's), resume, a tiny end-to-end run, bad input."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -127,13 +128,20 @@ def test_tiny_run_writes_history_eval_plot_and_tags(tiny_run):
     result = json.loads((tiny_run / "eval.json").read_text())
     assert result["target"]["episodes"] == result["source"]["episodes"] == 2 and result["target_episodes_used"] == 6
     assert result["phi_star"] == history[result["candidate"]]["bounds"]
-    assert (tiny_run / "bayrn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # requirements.txt alone has no matplotlib: the run still ends normally, without its figure
+    assert (tiny_run / "bayrn.png").exists() == (importlib.util.find_spec("matplotlib") is not None)
     events = EventAccumulator(str(tiny_run))
     events.Reload()
     tags = events.Tags()["scalars"]
     for tag in ["bayrn/target_return", "bayrn/acquisition", "bayrn/target_episodes_used", "gp/outputscale",
                 "eval/target_return", "eval/source_return", "charts/episodic_return"] + [f"bayrn/phi_{n}" for n in bayrn.PHI_NAMES]:
         assert tag in tags, tag
+
+
+@pytest.mark.extras
+def test_tiny_run_draws_its_figure_with_the_benchmark_extras(tiny_run):
+    pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+    assert (tiny_run / "bayrn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path):
@@ -151,3 +159,15 @@ def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path
     assert again[2]["phi"] == pytest.approx(original[2]["phi"])  # the same proposal from the same history
     assert again[2]["target_returns"] == pytest.approx(original[2]["target_returns"])
     assert (resumed / "eval.json").exists()
+
+
+def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, tmp_path):
+    result = run(*TINY, "--log-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (again,) = tmp_path.iterdir()
+    keep = ("phi", "target_returns", "source_return", "train_return_last100", "target_episodes_used")
+    first, second = ([{k: r[k] for k in keep} for r in map(json.loads, (d / bayrn.HISTORY).read_text().splitlines())]
+                     for d in (tiny_run, again))
+    assert first == second  # bit-identical: same proposals, same training, same target returns
+    assert (json.loads((again / "eval.json").read_text())["target"]["returns"]
+            == json.loads((tiny_run / "eval.json").read_text())["target"]["returns"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+pytestmark = pytest.mark.extras  # .ci/run runs these after installing benchmark/requirements.txt
 ROOT = Path(__file__).resolve().parent.parent
 
 
