@@ -29,6 +29,21 @@ def test_buffer_wraps_around_and_overwrites_the_oldest():
     assert buffer.terminated.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
 
 
+def test_saved_buffer_is_oldest_first_and_reloads_into_any_capacity():
+    state = filled_buffer(capacity=5, inserts=7).state()  # holds inserts 2..6, the ring starting at row 2
+    assert state["rewards"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert state["next_obs"][:, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    smaller = ddpg.ReplayBuffer(3, obs_dim=2, act_dim=1, rng=np.random.default_rng(0))
+    smaller.load(state)  # keeps the newest it can hold
+    assert smaller.size == 3 and smaller.pos == 0 and smaller.rewards.tolist() == [4.0, 5.0, 6.0]
+    larger = ddpg.ReplayBuffer(10, obs_dim=2, act_dim=1, rng=np.random.default_rng(0))
+    larger.load(state)
+    assert larger.size == larger.pos == 5 and larger.rewards[:5].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    larger.add(np.zeros(2), np.zeros(1), 7.0, np.zeros(2), False)  # goes on after the loaded rows
+    assert larger.rewards[5] == 7.0 and larger.size == 6
+    assert filled_buffer(capacity=5, inserts=3).state()["rewards"].tolist() == [0.0, 1.0, 2.0]  # not yet full
+
+
 def test_sample_shapes_dtypes_and_only_stored_rows():
     buffer = filled_buffer(capacity=100, inserts=10)
     obs, actions, rewards, next_obs, terminated = buffer.sample(64)
