@@ -234,13 +234,15 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
 
 
 class Rollout(NamedTuple):
-    """T steps of N envs collected by the current policy (Mnih et al. 2016, Algorithm S3: "Perform a_t according to policy").
+    """T steps of N envs collected by the current policy (Mnih et al. 2016, Algorithm S3: "Perform a_t
+    according to policy").
 
-    obs, final_obs: (T, N, obs_dim) normalized (if norm_obs); final_obs[t, i] is the last observation of an
-    episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
-    samples, or (T, N) int64 for a Discrete space. rewards: (T, N), normalized and clipped if norm_reward. terminated, dones = terminated | truncated:
-    (T, N) bool. last_obs: (N, obs_dim) normalized observation after step T-1; next_obs: the same,
-    raw, where the next rollout starts. episodes: (t, raw return, length) of each finished episode.
+    obs, final_obs: (T, N, obs_dim), normalized if norm_obs; final_obs[t, i] is the last observation of
+    an episode that ended at step t (zero elsewhere). actions: (T, N, act_dim), the unclipped Gaussian
+    samples, or (T, N) int64 for a Discrete space. rewards: (T, N), normalized and clipped if
+    norm_reward. terminated, dones = terminated | truncated: (T, N) bool. last_obs: (N, obs_dim)
+    normalized observation after step T-1; next_obs: the same, raw, where the next rollout starts.
+    episodes: (t, raw return, length) of each finished episode.
     """
     obs: torch.Tensor
     actions: torch.Tensor
@@ -301,7 +303,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
 
 @torch.no_grad()
 def advantages_and_returns(agent: Agent, rollout: Rollout, gamma: float, gae_lambda: float):
-    """GAE (n-step advantages when gae_lambda = 1) over a rollout, bootstrapping V(final observation) where a time limit truncated an episode.
+    """GAE (n-step advantages when gae_lambda = 1) over a rollout, bootstrapping V(final observation)
+    where a time limit truncated an episode.
 
     Returns (advantages, returns, values), each (T, N): values = V(s_t) of the rollout's policy.
     """
@@ -360,10 +363,12 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     act_dim is the number of actions of a Discrete space.
     """
     check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
-    check_range(args, ("learning_rate", "optimizer_eps", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("learning_rate", "optimizer_eps", "max_grad_norm"),
+                lambda v: 0 < v < math.inf, "a finite number > 0")
     check_range(args, ("gamma", "gae_lambda", "rmsprop_alpha"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("total_timesteps", "num_envs", "num_steps", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "torch_threads", "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.optimizer not in OPTIMIZERS:
         fail(f"unknown optimizer {args.optimizer!r} (choose one of {', '.join(OPTIMIZERS)})")
@@ -446,9 +451,11 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
             reward_normalizer.return_rms = rms_from_tensors(resume["reward_rms"])
         global_step = int(resume["global_step"])
     first_step, final_step = global_step, global_step + args.total_timesteps
-    log_every = max(1, 2048 // (args.num_envs * args.num_steps))  # log ~every 2048 steps: logging costs more than an update
+    # log about every 2048 steps: logging costs more than one small update
+    log_every = max(1, 2048 // (args.num_envs * args.num_steps))
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
     def state() -> dict:
         return checkpoint_state(agent, obs_rms, reward_normalizer.return_rms if reward_normalizer else None,
@@ -504,8 +511,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
-                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
             writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
             if np.mean(eval_returns) > best["best_periodic_mean"]:
@@ -522,7 +528,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
 def main(args: Args) -> dict:
     obs_dim, act_dim, discrete = check_args(args)
     path = args.checkpoint or args.init_checkpoint
-    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, training=bool(args.init_checkpoint)) if path else None
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -544,7 +550,8 @@ def main(args: Args) -> dict:
         trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
     final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
-    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, video_dir)
     if args.checkpoint and returns:
         writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
         writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])

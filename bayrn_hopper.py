@@ -423,10 +423,13 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
         fail("the box allows no (low <= high) distribution for some body (its low end's range lies above its high end's)")
     if args.acquisition not in ACQUISITIONS:
         fail(f"unknown acquisition {args.acquisition!r} (choose one of {', '.join(ACQUISITIONS)})")
-    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"),
+                lambda v: 0 < v < math.inf, "a finite number > 0")
     check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ucb_beta", "ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts", "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
+                       "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("final_timesteps", "eval_episodes", "source_episodes"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps "

@@ -285,7 +285,9 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     check_range(args, ("gamma",), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("tau",), lambda v: 0 < v <= 1, "in (0, 1]")
     check_range(args, ("exploration_noise",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "torch_threads",
+                       "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("learning_starts", "eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.noise not in NOISES:
         fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")

@@ -384,7 +384,8 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
 
 
 @torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range, video_dir: str | None = None) -> list[float]:
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range,
+             video_dir: str | None = None) -> list[float]:
     """Returns of one deterministic (mean-action) episode per env seed, normalization frozen (obs_rms
     is read, never updated). Seeds: training uses seed .. seed + num_envs - 1, the evaluations
     during training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
@@ -414,7 +415,9 @@ def check_args(args: Args) -> tuple[int, int]:
     check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     check_range(args, ("target_kl",), lambda v: v is None or 0 < v < math.inf, "None or a finite number > 0")
-    check_range(args, ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                       "torch_threads", "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.surrogate not in SURROGATES:
         fail(f"unknown surrogate {args.surrogate!r} (choose one of {', '.join(SURROGATES)})")
@@ -467,7 +470,8 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    if shapes != {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()} or obs_shape != (obs_dim,):
+    expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()}
+    if shapes != expected or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes {obs_dim}, {act_dim} "
              "(pass a model.pt trained on an env with the same spaces)")
     if training and not {"optimizer", "reward_rms", "global_step", "kl_beta"} <= set(checkpoint):
@@ -495,6 +499,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     minibatch_size = args.num_envs * args.num_steps // args.num_minibatches
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
     start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
@@ -531,8 +536,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
-                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
             writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
             if np.mean(eval_returns) > best["best_periodic_mean"]:
@@ -574,7 +578,8 @@ def main(args: Args) -> dict:
         trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
     final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
-    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, video_dir)
     if args.checkpoint and returns:
         writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
         writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])

@@ -374,10 +374,13 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     act_dim is the number of actions of a Discrete space.
     """
     check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
-    check_range(args, ("learning_rate", "vf_learning_rate", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("learning_rate", "vf_learning_rate", "max_grad_norm"),
+                lambda v: 0 < v < math.inf, "a finite number > 0")
     check_range(args, ("gamma",), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ent_coef",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "episodes_per_update", "vf_epochs", "vf_minibatch_size", "torch_threads",
+                       "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.baseline not in BASELINES:
         fail(f"unknown baseline {args.baseline!r} (choose one of {', '.join(BASELINES)})")
@@ -449,7 +452,8 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
     env = gym.wrappers.RecordEpisodeStatistics(make_env(args.env_id))  # raw returns, before any scaling
     reward_normalizer = None
     if args.norm_reward:
-        reward_normalizer = env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)  # divide by std of discounted return
+        # divide by the running std of the discounted return
+        reward_normalizer = env = gym.wrappers.NormalizeReward(env, gamma=args.gamma)
         env = gym.wrappers.TransformReward(env, lambda r: np.clip(r, -10, 10))
     optimizer = torch.optim.Adam([*agent.actor.parameters(), agent.actor_logstd], lr=args.learning_rate, eps=1e-5)
     vf_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
@@ -463,6 +467,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
     first_step, final_step = global_step, global_step + args.total_timesteps
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
     def state() -> dict:
         return checkpoint_state(agent, obs_rms, reward_normalizer.return_rms if reward_normalizer else None,
@@ -498,8 +503,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         steps_taken = len(batch.returns)
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
-                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
             writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
             if np.mean(eval_returns) > best["best_periodic_mean"]:
@@ -518,7 +522,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
 def main(args: Args) -> dict:
     obs_dim, act_dim, discrete = check_args(args)
     path = args.checkpoint or args.init_checkpoint
-    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, training=bool(args.init_checkpoint)) if path else None
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, discrete, bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -540,7 +544,8 @@ def main(args: Args) -> dict:
         trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
     final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
-    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, video_dir)
     if args.checkpoint and returns:
         writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
         writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])

@@ -409,7 +409,8 @@ def update_value_function(agent: Agent, vf_optimizer: torch.optim.Optimizer, obs
 
 
 @torch.inference_mode()
-def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range, video_dir: str | None = None) -> list[float]:
+def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range,
+             video_dir: str | None = None) -> list[float]:
     """Returns of one deterministic (mean-action) episode per env seed, normalization frozen (obs_rms
     is read, never updated). Seeds: training uses seed .. seed + num_envs - 1, the evaluations
     during training seed + 2 * 10**6 + k, the final evaluation seed + 10**6 + k."""
@@ -438,7 +439,9 @@ def check_args(args: Args) -> tuple[int, int]:
     check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("backtrack_coef",), lambda v: 0 < v < 1, "in (0, 1)")
     check_range(args, ("cg_damping",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters", "vf_minibatches", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "cg_iters", "line_search_steps", "vf_iters",
+                       "vf_minibatches", "torch_threads", "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.vf_minibatches:
         fail(f"--vf-minibatches {args.vf_minibatches} does not divide the batch of "
@@ -489,7 +492,8 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    if shapes != {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()} or obs_shape != (obs_dim,):
+    expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()}
+    if shapes != expected or obs_shape != (obs_dim,):
         fail(f"checkpoint {path} does not match the env's observation/action sizes {obs_dim}, {act_dim} "
              "(pass a model.pt trained on an env with the same spaces)")
     if training and not {"vf_optimizer", "reward_rms", "global_step"} <= set(checkpoint):
@@ -517,6 +521,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     minibatch_size = args.num_envs * args.num_steps // args.vf_minibatches
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
     start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
@@ -549,8 +554,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, range(args.seed + 2 * 10**6,
-                                                                        args.seed + 2 * 10**6 + args.periodic_eval_episodes))
+            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
             writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
             writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
             if np.mean(eval_returns) > best["best_periodic_mean"]:
@@ -592,7 +596,8 @@ def main(args: Args) -> dict:
         trained = train(args, agent, obs_rms, writer, run_dir, checkpoint)
 
     final_seeds = range(args.seed + 10**6, args.seed + 10**6 + args.eval_episodes)  # the same for both models
-    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, os.path.join(run_dir, "videos") if args.capture_video else None)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    returns = evaluate(agent, obs_rms, args.env_id, final_seeds, video_dir)
     if args.checkpoint and returns:
         writer.add_scalar("eval/episodic_return", np.mean(returns), trained["global_step"])
         writer.add_scalar("eval/episodic_return_std", np.std(returns), trained["global_step"])

@@ -376,10 +376,13 @@ def check_args(args: Args) -> dict | None:
         bounds = mass_bounds(args)
     except ValueError as e:
         fail(f"{e} (see --help for the mass flags)")
-    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"),
+                lambda v: 0 < v < math.inf, "a finite number > 0")
     check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
-    check_range(args, ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "torch_threads", "periodic_eval_episodes"), lambda v: v > 0, "a whole number > 0")
+    check_range(args, ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                       "torch_threads", "periodic_eval_episodes"),
+                lambda v: v > 0, "a whole number > 0")
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of "
@@ -539,14 +542,17 @@ def main(args: Args) -> dict:
         best_agent = Agent(11, 3)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_rms = rms_from_tensors(trained["best"]["obs_rms"])
-        result["best_model"] = {"global_step": trained["best_step"], "periodic_eval_mean": trained["best_periodic_mean"],
-                                **{domain: evaluate(best_agent, best_rms, domain, final_seeds) for domain in ("source", "target")}}
+        result["best_model"] = {"global_step": trained["best_step"],
+                                "periodic_eval_mean": trained["best_periodic_mean"]}
+        for domain in ("source", "target"):
+            result["best_model"][domain] = evaluate(best_agent, best_rms, domain, final_seeds)
     result["wall_seconds"] = time.time() - start
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
     print(f"{run_dir}: source {result['source']['mean']} +- {result['source']['std']}, "
-          f"target {result['target']['mean']} +- {result['target']['std']} ({result['target']['episodes']} episodes each)"
+          f"target {result['target']['mean']} +- {result['target']['std']} "
+          f"({result['target']['episodes']} episodes each)"
           + (f"; best model (step {trained['best_step']}): target {result['best_model']['target']['mean']}"
              if trained["best"] else ""))
     return result

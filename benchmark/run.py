@@ -74,7 +74,8 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
     common = ["--env-id", args.env_id, "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
               "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir]
     if impl == "ours":
-        return [sys.executable, os.path.join(ROOT, SCRIPTS[args.algo]), "--no-progress", *common, *shlex.split(args.script_args)]
+        script = os.path.join(ROOT, SCRIPTS[args.algo])
+        return [sys.executable, script, "--no-progress", *common, *shlex.split(args.script_args)]
     return [sys.executable, os.path.join(ROOT, "benchmark", "sb3_peer.py"), "--algo", args.algo, *common]
 
 
@@ -253,7 +254,8 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
     lines += ["", (f"Mean ± std over seeds; best 100 in a row = the highest mean of 100 consecutive training "
                    f"episodes; deterministic evaluation = {args.eval_episodes} episodes with frozen "
                    "observation normalization, of the last policy (model.pt) and of the best of the evaluations "
-                   "during training (best_model.pt), on the same episode seeds. Per-run numbers: the .csv beside this file.")]
+                   "during training (best_model.pt), on the same episode seeds. Per-run numbers: the .csv beside "
+                   "this file.")]
     with open(os.path.join(args.results_dir, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

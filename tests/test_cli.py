@@ -118,8 +118,8 @@ def test_checkpoint_for_another_env_exits_2(hopper_run, tmp_path):
 
 
 def test_capture_video_records_each_evaluation_episode(tmp_path):
-    result = run_script("ppo_continuous.py", "--env-id", "Hopper-v4", "--total-timesteps", "2048", "--eval-episodes", "2",
-                        "--capture-video", "--no-save-model", "--log-dir", str(tmp_path))
+    result = run_script("ppo_continuous.py", "--env-id", "Hopper-v4", "--total-timesteps", "2048",
+                        "--eval-episodes", "2", "--capture-video", "--no-save-model", "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     run_dir = next(tmp_path.iterdir())
     videos = sorted((run_dir / "videos").glob("*.mp4"))

@@ -90,7 +90,8 @@ def test_reinforce_bootstraps_a_truncated_episode_with_the_value_of_its_final_ob
     # two whole episodes, then a third cut by the budget (max_steps) after 2 steps
     batch = reinforce.collect_episodes(env, agent, Identity(), obs, 3, 12, GAMMA, use_value=True)
     v = {x: value(agent, x) for x in range(6)}
-    assert len(batch.returns) == 12 and batch.obs[:, 0].tolist() == pytest.approx([0, 1, 2, 3, 4] * 2 + [0, 1], abs=1e-6)
+    assert len(batch.returns) == 12
+    assert batch.obs[:, 0].tolist() == pytest.approx([0, 1, 2, 3, 4] * 2 + [0, 1], abs=1e-6)
     assert batch.returns[4].item() == pytest.approx(1 + GAMMA * v[5], abs=1e-5)  # truncated at the time limit
     assert batch.returns[3].item() == pytest.approx(1 + GAMMA * batch.returns[4].item(), abs=1e-5)
     assert batch.returns[11].item() == pytest.approx(1 + GAMMA * v[2], abs=1e-5)  # cut by the budget
