@@ -99,6 +99,8 @@ def test_init_checkpoint_continues_step_schedule_and_curves(hopper_run, tmp_path
     if script == "ddpg.py":  # replay_buffer.pt reloaded: gradient steps from the first 1000 steps, no warm-up
         assert (run_dir / "replay_buffer.pt").exists()
         assert scalars(continued, "losses/qf_loss")[0][0] == STEPS - STEPS % 1000 + 1000
+        # the continued buffer holds the first run's transitions and the new ones
+        assert len(torch.load(continued / "replay_buffer.pt", weights_only=True)["rewards"]) == STEPS + 2048
     trained_args = torch.load(run_dir / "model.pt", weights_only=True)["args"]
     if trained_args.get("anneal_lr"):  # the rate goes on decaying from where it stood, to 0 at the new end
         lr0, final = trained_args["learning_rate"], STEPS + 2048
