@@ -4,18 +4,25 @@ UDR needs a hand-picked distribution of masses. BayRn searches for it: phi = (lo
 uniform mass distribution of thigh, leg and foot (6 numbers, kg). Each candidate phi trains a
 policy on the source Hopper randomized by U(phi) and is scored by the mean return of a few
 deterministic episodes on the target (the "real" robot). A Gaussian process over phi -> return and
-an acquisition function (UCB or EI) choose the next phi. At the end phi* is the evaluated candidate
-with the highest posterior mean, and its policy is evaluated on target and source.
+an acquisition function (UCB or EI) choose the next phi. At the end phi* is the maximizer of the GP
+posterior mean over the whole box, a final policy is trained on U(phi*), saved as model.pt and
+evaluated on fresh target and source episodes.
 
 Paper: Muratore et al. 2021, "Data-efficient Domain Randomization with Bayesian Optimization",
 IEEE RA-L, arXiv:2003.02471: the bi-level problem phi* = argmax_phi J_real(theta*(phi)) with
-theta*(phi) = argmax_theta E_{xi ~ nu(xi; phi)}[J(theta, xi)] (Eq. 6-7), Algorithm 1 (the loop),
-UCB a(phi) = mu(phi) + sqrt(beta) sigma(phi) and expected improvement (Jones et al. 1998, Eq. 15).
+theta*(phi) = argmax_theta E_{xi ~ nu(xi; phi)}[J(theta, xi)] (Eq. 6-7), Algorithm 1 (the loop and
+its last step, phi* = argmax of the posterior mean), UCB a(phi) = mu(phi) + sqrt(beta) sigma(phi)
+and expected improvement (Jones et al. 1998, Eq. 15).
 GP: Matern-5/2 ARD kernel (Rasmussen & Williams 2006, Eq. 4.17), exact marginal likelihood (Eq. 5.8).
-The inner learner is PPO-Clip with GAE, a copy of udr_hopper.py's.
+The inner learner is PPO-Clip with GAE, the same as udr_hopper.py's.
 
-    python bayrn_hopper.py --num-init 5 --iterations 5 --inner-timesteps 500000
+Seeds: every training and episode seed is drawn from numpy's SeedSequence(seed) (candidate i from
+spawn key (0, i), the final policy from (1,)), so no two candidates, searches or udr_hopper.py runs
+share a training seed. --common-seed gives every candidate the same seeds (common random numbers).
+
+    python bayrn_hopper.py                              # 5 Sobol + 5 BO candidates, then the final policy
     python bayrn_hopper.py --resume runs/<run>          # continue an interrupted search
+    python udr_hopper.py --checkpoint runs/<run>/model.pt --eval-episodes 100   # evaluate phi*'s policy again
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import gpytorch
 import gymnasium as gym
@@ -40,6 +48,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.quasirandom import SobolEngine
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import hopper_envs
 
@@ -54,9 +63,11 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of this experiment, part of the run directory"""
     seed: int = 1
-    """seed of the search; candidate i trains with seed + i"""
+    """seed of the search; every training and episode seed is drawn from numpy's SeedSequence(seed)"""
     torch_deterministic: bool = True
     """make torch use deterministic algorithms"""
+    progress: bool = True
+    """show a progress bar over the search's simulator steps (only when stderr is a terminal)"""
     phi_low: list[float] | None = None
     """lower corner of the search box, 6 numbers in kg: thigh_low thigh_high leg_low leg_high foot_low foot_high (default: low ends 0.2 x source mass, high ends 1.0 x)"""
     phi_high: list[float] | None = None
@@ -71,30 +82,34 @@ class Args:
     """deterministic target episodes per candidate: its J_real estimate"""
     source_episodes: int = 5
     """deterministic source episodes per candidate (logged, free: the source is a simulator)"""
+    common_seed: bool = False
+    """every candidate trains and is scored with the same seeds (common random numbers), so that their differences come from phi"""
+    warm_start: bool = False
+    """train each candidate from the previous candidate's policy, normalizer and optimizer (the paper trains from scratch)"""
     acquisition: str = "ucb"
     """ucb or ei (expected improvement)"""
     ucb_beta: float = 0.1
     """beta of UCB = mu + sqrt(beta) sigma (0.1 as in the paper's code)"""
     acq_samples: int = 4096
-    """Sobol points on which the acquisition is evaluated"""
+    """Sobol points on which the acquisition (and at the end the posterior mean) is evaluated"""
     acq_restarts: int = 5
     """the best points, refined by gradient ascent on the acquisition"""
     acq_steps: int = 50
     """Adam steps of each refinement"""
     gp_iters: int = 200
     """Adam steps maximizing the GP's exact marginal log likelihood"""
-    warm_start: bool = False
-    """train each candidate from the previous candidate's policy (cheaper; the paper trains from scratch)"""
-    final_timesteps: int = 0
-    """if > 0: retrain a fresh policy on phi* for this many steps before the final evaluation"""
-    eval_episodes: int = 50
+    final_timesteps: int = 500_000
+    """PPO steps of the final policy on U(phi*) (0: the final policy is the best candidate's, untouched)"""
+    final_init: Literal["best", "scratch"] = "best"
+    """start the final policy from the candidate with the highest posterior mean (best) or from a fresh network (scratch)"""
+    eval_episodes: int = 100
     """final deterministic episodes on target and on source"""
     resume: str | None = None
     """continue this run directory from its bayrn_history.jsonl (with its saved settings)"""
     log_dir: str = "runs"
     """where run directories are created"""
     learning_rate: float = 3e-4
-    """PPO: Adam learning rate, annealed linearly to 0"""
+    """PPO: Adam learning rate, annealed linearly to 0 over each training"""
     num_envs: int = 1
     """PPO: parallel environments"""
     num_steps: int = 2048
@@ -131,6 +146,13 @@ def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool],
                  f"(the default is {Args.__dataclass_fields__[name].default})")
 
 
+def episode_seeds(seed: int, key: tuple[int, ...]) -> tuple[int, int, int]:
+    """(training seed, first target-episode seed, first source-episode seed) of one stream of the
+    search: numpy's SeedSequence(seed) child with this spawn key, three independent 32-bit words."""
+    return tuple(int(s) for s in np.random.SeedSequence(seed, spawn_key=key).generate_state(3))
+
+
+# ---- the search space: phi in kg, scaled to the unit cube for the GP ----
 def default_box() -> tuple[torch.Tensor, torch.Tensor]:
     """The seed study's Table III style box around the source masses: low ends in [0.2, 1.0] x m,
     high ends in [1.0, 1.8] x m. Returns (lower corner, upper corner), each (6,) float64 in kg."""
@@ -210,7 +232,8 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor, iters: int) -> GP:
 
 def posterior(model: GP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and standard deviation of the latent function at x (m, d): two (m,) tensors."""
-    with gpytorch.settings.fast_pred_var(False):
+    with gpytorch.settings.fast_pred_var(False), warnings.catch_warnings():
+        warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)  # x may hold training points
         f = model(x)
     return f.mean, f.variance.clamp_min(1e-12).sqrt()
 
@@ -222,44 +245,55 @@ def ucb(mean: torch.Tensor, std: torch.Tensor, beta: float) -> torch.Tensor:
 
 def expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: float) -> torch.Tensor:
     """Closed-form E[max(f - best, 0)] for f ~ N(mean, std^2): (mu - best) Phi(z) + sigma phi(z),
-    z = (mu - best) / sigma (Jones et al. 1998, Eq. 15). Shapes (m,) -> (m,)."""
+    z = (mean - best) / sigma (Jones et al. 1998, Eq. 15). Shapes (m,) -> (m,)."""
     z = (mean - best) / std
     unit = Normal(torch.zeros_like(z), torch.ones_like(z))
     return (mean - best) * unit.cdf(z) + std * unit.log_prob(z).exp()
 
 
-def propose(model: GP, y_best: float, low: torch.Tensor, high: torch.Tensor, args: Args,
-            seed: int) -> tuple[torch.Tensor, float]:
-    """argmax of the acquisition over the box: Sobol points, then Adam from the best few.
-
-    Works in the unit cube; every point is clamped to it and repaired (low <= high per body) in kg.
-    Returns (phi (6,) in kg, acquisition value there).
-    """
-    def acquisition(u):
-        mean, std = posterior(model, u)
-        return ucb(mean, std, args.ucb_beta) if args.acquisition == "ucb" else expected_improvement(mean, std, y_best)
-
+def maximize(score: Callable[[torch.Tensor], torch.Tensor], low: torch.Tensor, high: torch.Tensor, samples: int,
+             restarts: int, steps: int, seed: int) -> tuple[torch.Tensor, float]:
+    """argmax over the box of score(u), u in the unit cube (m, d) -> (m,): `samples` scrambled Sobol
+    points, then Adam (lr 0.02, `steps` steps) from the best `restarts` of them. Every point is
+    clamped to the cube and repaired (low <= high per body, in kg). Returns (phi (d,) kg, score there)."""
     def feasible(u):
         return to_unit(repair(from_unit(u.clamp(0, 1), low, high)), low, high)
 
-    u = feasible(SobolEngine(len(low), scramble=True, seed=seed).draw(args.acq_samples, dtype=torch.float64))
+    u = feasible(SobolEngine(len(low), scramble=True, seed=seed).draw(samples, dtype=torch.float64))
     with torch.no_grad():
-        values = acquisition(u)
-    u = u[values.topk(min(args.acq_restarts, len(u))).indices].clone().requires_grad_(True)
+        values = score(u)
+    u = u[values.topk(min(restarts, len(u))).indices].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([u], lr=0.02)
-    for _ in range(args.acq_steps):
+    for _ in range(steps):
         optimizer.zero_grad()
-        (-acquisition(u).sum()).backward()
+        (-score(u).sum()).backward()
         optimizer.step()
         with torch.no_grad():
             u.copy_(feasible(u))
     with torch.no_grad():
-        values = acquisition(u)
+        values = score(u)
     best = int(values.argmax())
     return from_unit(u[best].detach(), low, high), float(values[best])
 
 
-# ---- the inner learner: PPO-Clip with GAE, copied from udr_hopper.py (same defaults, same RNG use) ----
+def propose(model: GP, y_best: float, low: torch.Tensor, high: torch.Tensor, args: Args,
+            seed: int) -> tuple[torch.Tensor, float]:
+    """The next candidate: argmax of the acquisition (UCB or EI over the best standardized return
+    y_best) over the box. Returns (phi (6,) in kg, acquisition value there)."""
+    def acquisition(u):
+        mean, std = posterior(model, u)
+        return ucb(mean, std, args.ucb_beta) if args.acquisition == "ucb" else expected_improvement(mean, std, y_best)
+    return maximize(acquisition, low, high, args.acq_samples, args.acq_restarts, args.acq_steps, seed)
+
+
+def phi_star(model: GP, low: torch.Tensor, high: torch.Tensor, args: Args, seed: int) -> tuple[torch.Tensor, float]:
+    """BayRn's last step: phi* = argmax over the whole box of the posterior mean (not only over the
+    evaluated candidates). Returns (phi* (6,) in kg, standardized posterior mean there)."""
+    return maximize(lambda u: posterior(model, u)[0], low, high, args.acq_samples, args.acq_restarts,
+                    args.acq_steps, seed)
+
+
+# ---- the inner learner: PPO-Clip with GAE (same defaults and RNG use as udr_hopper.py) ----
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     """Orthogonal weights with gain `std`, constant bias (Huang et al. 2022, detail 2)."""
     nn.init.orthogonal_(layer.weight, std)
@@ -315,30 +349,50 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma: float, g
     return advantages, advantages + values
 
 
+def policy_state(agent: Agent, obs_rms: RunningMeanStd, optimizer_state: dict | None) -> dict:
+    """What a candidate's file and model.pt hold (tensors and plain values): udr_hopper.py's format,
+    so `udr_hopper.py --checkpoint` evaluates it."""
+    state = {"agent": agent.state_dict(),
+             "obs_rms": {k: torch.as_tensor(np.asarray(getattr(obs_rms, k))) for k in ("mean", "var", "count")}}
+    return state | ({"optimizer": optimizer_state} if optimizer_state else {})
+
+
+def load_policy(path: str) -> tuple[Agent, RunningMeanStd, dict | None]:
+    """Inverse of policy_state: (agent, obs_rms, optimizer state or None)."""
+    state = torch.load(path, weights_only=True)
+    agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
+    agent.load_state_dict(state["agent"])
+    obs_rms.mean, obs_rms.var = state["obs_rms"]["mean"].numpy(), state["obs_rms"]["var"].numpy()
+    obs_rms.count = float(state["obs_rms"]["count"])
+    return agent, obs_rms, state.get("optimizer")
+
+
 def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, timesteps: int, seed: int,
-              writer: SummaryWriter, step_offset: int) -> list[float]:
-    """PPO's loop (Algorithm 1 of the PPO paper) on CustomHopper-udr-v0 randomized by `bounds`
-    ({body: (low, high)} kg); updates agent and obs_rms in place. Training returns are logged at
-    x = step_offset + step; returns the raw returns of the last 100 training episodes."""
+              writer: SummaryWriter, step_offset: int, optimizer_state: dict | None = None,
+              bar: tqdm | None = None) -> tuple[list[float], dict]:
+    """PPO's loop (Algorithm 1 of the PPO paper) for exactly `timesteps` env steps on
+    CustomHopper-udr-v0 randomized by `bounds` ({body: (low, high)} kg); updates agent and obs_rms in
+    place; lr anneals linearly from args.learning_rate to 0. Training returns are logged at
+    x = step_offset + step. Returns (raw returns of the last 100 training episodes, optimizer state)."""
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("CustomHopper-udr-v0", mass_bounds=bounds)] * args.num_envs,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-
-    T, N = args.num_steps, args.num_envs
-    batch_size, minibatch_size = T * N, T * N // args.num_minibatches
-    num_iterations = max(1, timesteps // batch_size)
-    obs, actions = torch.zeros((T, N, 11)), torch.zeros((T, N, 3))
-    final_obs, rewards = torch.zeros_like(obs), torch.zeros((T, N))
-    terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
-    obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
-        x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    N, minibatch_size = args.num_envs, args.num_envs * args.num_steps // args.num_minibatches
     train_returns, global_step = [], 0
     next_obs, _ = envs.reset(seed=seed)
-    for iteration in range(num_iterations):
-        optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
+    while global_step < timesteps:
+        optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / timesteps)
+        T = min(args.num_steps, (timesteps - global_step) // N)  # the last rollout may be shorter: exact budget
+        obs, actions = torch.zeros((T, N, 11)), torch.zeros((T, N, 3))
+        final_obs, rewards = torch.zeros_like(obs), torch.zeros((T, N))
+        terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
+        obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
+            x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
         with torch.inference_mode():
             for step in range(T):
                 obs_rms.update(next_obs)
@@ -357,10 +411,14 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
             dist = agent.dist(obs)
             logprobs, values = dist.log_prob(actions).sum(-1), agent.value(obs)
             last_value = agent.value(normalize_obs(next_obs, obs_rms))
+            # V(s_{t+1}): V(final observation) where an episode ended at t (bootstrapped only at a truncation)
             next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
             advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
                                               args.gamma, args.gae_lambda)
+        if bar is not None:
+            bar.update(T * N)
 
+        batch_size = T * N
         b_obs, b_actions = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1)
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), values.reshape(-1)
@@ -382,12 +440,13 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
     envs.close()
-    return train_returns[-100:]
+    return train_returns[-100:], optimizer.state_dict()
 
 
 @torch.inference_mode()
 def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, seed: int) -> list[float]:
-    """Returns of deterministic (mean-action) episodes on CustomHopper-<domain>-v0, env seeds seed + k."""
+    """Returns of deterministic (mean-action) episodes on CustomHopper-<domain>-v0, env seeds seed + k;
+    obs_rms is read, never updated."""
     env, returns = gym.make(f"CustomHopper-{domain}-v0"), []
     for k in range(episodes):
         obs, _ = env.reset(seed=seed + k)
@@ -431,6 +490,10 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
                        "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"),
                 lambda v: v > 0, "a whole number > 0")
     check_range(args, ("final_timesteps", "eval_episodes", "source_episodes"), lambda v: v >= 0, "a whole number >= 0")
+    for name in ("inner_timesteps", "final_timesteps"):
+        if getattr(args, name) % args.num_envs:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of --num-envs {args.num_envs} "
+                 "(every env takes the same number of steps)")
     if (args.num_envs * args.num_steps) % args.num_minibatches:
         fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps "
              f"= {args.num_envs * args.num_steps} (pick a divisor)")
@@ -467,28 +530,24 @@ def seed_everything(seed: int) -> None:
 
 
 def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict], run_dir: str,
-                  writer: SummaryWriter) -> dict:
-    """Train a policy on U(phi) (from scratch, or from the previous candidate's with --warm-start) with
-    seed + index, measure it on the target and the source; returns the history record."""
+                  writer: SummaryWriter, bar: tqdm) -> dict:
+    """Train a policy on U(phi) (from scratch, or from the previous candidate's with --warm-start),
+    measure it on the target and the source; returns the history record."""
     start = time.time()
-    seed_everything(args.seed + index)
-    agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
+    train_seed, target_seed, source_seed = episode_seeds(args.seed, (0, 0 if args.common_seed else index))
+    seed_everything(train_seed)
+    agent, obs_rms, optimizer_state = Agent(), RunningMeanStd(shape=(11,)), None
     if args.warm_start and history:
-        state = torch.load(os.path.join(run_dir, history[-1]["policy"]), weights_only=True)
-        agent.load_state_dict(state["agent"])
-        obs_rms.mean, obs_rms.var, obs_rms.count = (state["obs_rms"][k].numpy() for k in ("mean", "var", "count"))
-    last100 = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, args.seed + index, writer,
-                        step_offset=index * args.inner_timesteps)
-    # Target episodes of candidate i use seeds disjoint from every other candidate's and the final evaluation's.
-    target = evaluate(agent, obs_rms, "target", args.target_episodes, args.seed + 10**6 + 1000 * index)
-    source = evaluate(agent, obs_rms, "source", args.source_episodes, args.seed + 10**6 + 1000 * index)
+        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[-1]["policy"]))
+    last100, optimizer_state = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, train_seed,
+                                         writer, index * args.inner_timesteps, optimizer_state, bar)
+    target = evaluate(agent, obs_rms, "target", args.target_episodes, target_seed)
+    source = evaluate(agent, obs_rms, "source", args.source_episodes, source_seed)
     policy = os.path.join("policies", f"candidate{index}.pt")  # relative to run_dir: the directory can move
     os.makedirs(os.path.join(run_dir, "policies"), exist_ok=True)
-    torch.save({"agent": agent.state_dict(), "obs_rms": {k: torch.as_tensor(np.asarray(getattr(obs_rms, k)))
-                                                           for k in ("mean", "var", "count")}},
-               os.path.join(run_dir, policy))
+    torch.save(policy_state(agent, obs_rms, optimizer_state), os.path.join(run_dir, policy))
     used = (history[-1]["target_episodes_used"] if history else 0) + len(target)
-    return {"index": index, "phi": [float(v) for v in phi], "bounds": phi_to_bounds(phi),
+    return {"index": index, "phi": [float(v) for v in phi], "bounds": phi_to_bounds(phi), "train_seed": train_seed,
             "target_return": float(np.mean(target)), "target_returns": target,
             "source_return": float(np.mean(source)) if source else None,
             "train_return_last100": float(np.mean(last100)) if last100 else None,
@@ -496,12 +555,14 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
 
 
 def surrogate(history: list[dict], low: torch.Tensor, high: torch.Tensor, args: Args, seed: int):
-    """GP on the history: unit-cube inputs (n, 6), standardized target returns. Returns (gp, x, y)."""
+    """GP on the history: unit-cube inputs (n, 6), target returns standardized to mean 0, std 1.
+    Returns (gp, x, y, (mean, std) of the returns: y * std + mean is in return units)."""
     x = to_unit(torch.tensor([r["phi"] for r in history], dtype=torch.float64), low, high)
     returns = torch.tensor([r["target_return"] for r in history], dtype=torch.float64)
-    y = (returns - returns.mean()) / (returns.std() + 1e-9) if len(returns) > 1 else returns - returns.mean()
+    scale = float(returns.std()) + 1e-9 if len(returns) > 1 else 1.0
+    y = (returns - returns.mean()) / scale
     torch.manual_seed(seed)
-    return fit_gp(x, y, args.gp_iters), x, y
+    return fit_gp(x, y, args.gp_iters), x, y, (float(returns.mean()), scale)
 
 
 def log_candidate(writer: SummaryWriter, record: dict, acquisition: float | None, gp: GP | None) -> None:
@@ -521,43 +582,34 @@ def log_candidate(writer: SummaryWriter, record: dict, acquisition: float | None
         writer.add_scalar("gp/noise", gp.likelihood.noise.item(), i)
 
 
-def plot(history: list[dict], gp: GP, x: torch.Tensor, y: torch.Tensor, best: int, low, high, args: Args,
-         path: str) -> None:
-    """bayrn.png: J_real per candidate with the running best; the GP posterior mean +- 2 sigma (in
-    return units) along the phi coordinate with the shortest lengthscale, through phi*. Skipped, with a
-    note, where matplotlib is not installed (requirements.txt leaves it to benchmark/requirements.txt)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"{path} not drawn: matplotlib is not installed (pip install -r benchmark/requirements.txt)")
-        return
-
-    returns = np.array([r["target_return"] for r in history])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(range(len(returns)), returns, "o", label="J_real (mean of target episodes)")
-    left.plot(range(len(returns)), np.maximum.accumulate(returns), "-", label="running best")
-    left.axvline(args.num_init - 0.5, color="gray", ls=":", label="Sobol init | BO")
-    left.set(xlabel="candidate", ylabel="target return", title="BayRn on Hopper")
-    left.legend(fontsize=8)
-    k = int(gp.covar_module.base_kernel.lengthscale.detach().flatten().argmin())
-    grid = x[best].repeat(200, 1)
-    grid[:, k] = torch.linspace(0, 1, 200, dtype=torch.float64)
+def final_policy(args: Args, history: list[dict], low: torch.Tensor, high: torch.Tensor, run_dir: str,
+                 writer: SummaryWriter, bar: tqdm) -> tuple[Agent, RunningMeanStd, dict]:
+    """phi* = argmax over the box of the GP posterior mean; the final policy trained on U(phi*) for
+    final_timesteps steps, from the best candidate's policy (highest posterior mean among the
+    evaluated candidates) or from scratch. Returns (agent, obs_rms, what eval.json records)."""
+    gp, x, _, (shift, scale) = surrogate(history, low, high, args, seed=args.seed)
     with torch.no_grad():
-        mean, std = posterior(gp, grid)
-    scale, shift = returns.std(ddof=1) if len(returns) > 1 else 1.0, returns.mean()
-    kg = from_unit(grid, low, high)[:, k].numpy()
-    right.plot(kg, mean.numpy() * scale + shift, label="GP posterior mean")
-    right.fill_between(kg, (mean - 2 * std).numpy() * scale + shift, (mean + 2 * std).numpy() * scale + shift,
-                       alpha=0.3, label="± 2 sigma")
-    right.plot(from_unit(x, low, high)[:, k].numpy(), y.numpy() * scale + shift, "k.", label="candidates (all coordinates)")
-    right.axvline(float(from_unit(x[best], low, high)[k]), color="red", ls="--", label="phi*")
-    right.set(xlabel=f"{PHI_NAMES[k]} (kg), others at phi*", ylabel="target return", title="GP slice through phi*")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        at_candidates = posterior(gp, x)[0] * scale + shift
+    best = int(at_candidates.argmax())
+    phi, mean_star = phi_star(gp, low, high, args, seed=args.seed)
+    train_seed, _, _ = episode_seeds(args.seed, (1,))
+    seed_everything(train_seed)
+    if args.final_init == "best" or not args.final_timesteps:
+        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[best]["policy"]))
+    else:
+        agent, obs_rms, optimizer_state = Agent(), RunningMeanStd(shape=(11,)), None
+    last100 = history[best]["train_return_last100"]
+    if args.final_timesteps:
+        returns, _ = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.final_timesteps, train_seed, writer,
+                               len(history) * args.inner_timesteps, optimizer_state, bar)
+        last100 = float(np.mean(returns)) if returns else None
+    for name, value in zip(PHI_NAMES, phi.tolist()):
+        writer.add_scalar(f"bayrn/phi_star_{name}", value, len(history))
+    return agent, obs_rms, {
+        "phi_star": phi_to_bounds(phi), "phi_star_posterior_return": mean_star * scale + shift,
+        "best_candidate": best, "candidate_posterior_returns": at_candidates.tolist(),
+        "final_init": args.final_init if args.final_timesteps else "best", "final_timesteps": args.final_timesteps,
+        "train_return_last100": last100}
 
 
 def main(args: Args) -> dict:
@@ -566,7 +618,7 @@ def main(args: Args) -> dict:
         if not os.path.exists(saved):
             fail(f"cannot resume {args.resume}: no args.json there (pass a run directory of this script)")
         with open(saved) as f:
-            args = Args(**{**json.load(f), "resume": args.resume})
+            args = Args(**{**json.load(f), "resume": args.resume, "progress": args.progress})
         run_dir = args.resume
     low, high = check_args(args)
     torch.use_deterministic_algorithms(args.torch_deterministic)
@@ -579,53 +631,44 @@ def main(args: Args) -> dict:
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     history = load_history(run_dir)
+    candidates = args.num_init + args.iterations
+    bar = tqdm(total=candidates * args.inner_timesteps + args.final_timesteps, unit="step",
+               initial=len(history) * args.inner_timesteps, disable=not (args.progress and sys.stderr.isatty()))
     init = repair(from_unit(SobolEngine(len(low), scramble=True, seed=args.seed).draw(args.num_init, dtype=torch.float64),
                             low, high))
-    for index in range(len(history), args.num_init + args.iterations):
+    for index in range(len(history), candidates):
         gp, acquisition = None, None
         if index < args.num_init:
             phi = init[index]
         else:  # fit the GP to everything measured so far and maximize the acquisition
-            gp, _, y = surrogate(history, low, high, args, seed=args.seed + index)
+            gp, _, y, _ = surrogate(history, low, high, args, seed=args.seed + index)
             phi, acquisition = propose(gp, float(y.max()), low, high, args, seed=args.seed + index)
-        record = run_candidate(args, index, phi, history, run_dir, writer)
+        record = run_candidate(args, index, phi, history, run_dir, writer, bar)
         append_history(run_dir, history, record)
         log_candidate(writer, record, acquisition, gp)
-        print(f"candidate {index}: target return {record['target_return']:.0f}, source {record['source_return']}, "
-              f"target episodes used {record['target_episodes_used']}", flush=True)
+        tqdm.write(f"candidate {index}: target return {record['target_return']:.0f}, source {record['source_return']}, "
+                   f"target episodes used {record['target_episodes_used']}")
 
-    # phi* = the evaluated candidate with the highest posterior mean (robust to one lucky estimate)
-    gp, x, y = surrogate(history, low, high, args, seed=args.seed)
-    with torch.no_grad(), warnings.catch_warnings():  # asking for the posterior at the data is the point here
-        warnings.simplefilter("ignore", gpytorch.utils.warnings.GPInputWarning)
-        best = int(posterior(gp, x)[0].argmax())
-    star = history[best]
-    state = torch.load(os.path.join(run_dir, star["policy"]), weights_only=True)
-    agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
-    agent.load_state_dict(state["agent"])
-    obs_rms.mean, obs_rms.var, obs_rms.count = (state["obs_rms"][k].numpy() for k in ("mean", "var", "count"))
-    if args.final_timesteps:
-        seed_everything(args.seed + 10**5)
-        agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
-        train_ppo(args, star["bounds"], agent, obs_rms, args.final_timesteps, args.seed + 10**5, writer,
-                  step_offset=len(history) * args.inner_timesteps)
-    result = {"phi_star": star["bounds"], "candidate": best, "candidates": len(history),
-              "target_episodes_used": history[-1]["target_episodes_used"], "final_timesteps": args.final_timesteps,
-              "train_return_last100": star["train_return_last100"], "loop_seconds": sum(r["seconds"] for r in history)}
-    for domain in ("target", "source"):  # final measurement: seeds seed + 2 * 10**6 + k, used by no candidate
-        returns = evaluate(agent, obs_rms, domain, args.eval_episodes, args.seed + 2 * 10**6)
+    start = time.time()
+    agent, obs_rms, result = final_policy(args, history, low, high, run_dir, writer, bar)
+    bar.close()
+    torch.save(policy_state(agent, obs_rms, None), os.path.join(run_dir, "model.pt"))
+    _, target_seed, source_seed = episode_seeds(args.seed, (1,))  # used by no candidate
+    for domain, seed in (("target", target_seed), ("source", source_seed)):
+        returns = evaluate(agent, obs_rms, domain, args.eval_episodes, seed)
         result[domain] = {"mean": float(np.mean(returns)) if returns else None,
                           "std": float(np.std(returns)) if returns else None, "episodes": len(returns), "returns": returns}
-        for k, r in enumerate(returns):
-            writer.add_scalar(f"eval/{domain}_return", r, k)
-            if domain == "target":
-                writer.add_scalar("eval/episodic_return", r, k)
+        if returns:
+            writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], len(history))
+    result |= {"candidates": len(history), "target_episodes_used": history[-1]["target_episodes_used"],
+               "simulator_steps": len(history) * args.inner_timesteps + args.final_timesteps,
+               "loop_seconds": sum(r["seconds"] for r in history), "final_seconds": time.time() - start}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(history, gp, x, y, best, low, high, args, os.path.join(run_dir, "bayrn.png"))
     writer.close()
-    print(f"{run_dir}: phi* = candidate {best}, target {result['target']['mean']} +- {result['target']['std']}, "
-          f"source {result['source']['mean']}; {result['target_episodes_used']} target episodes in the loop")
+    print(f"{run_dir}: phi* {result['phi_star']}, final policy on target {result['target']['mean']} +- "
+          f"{result['target']['std']}, source {result['source']['mean']}; "
+          f"{result['target_episodes_used']} target episodes in the search")
     return result
 
 

@@ -4,11 +4,17 @@ Trains udr_hopper.py on the source, the target (the oracle) and the UDR source f
 plus a sweep of --mass-scale on the first seed, and runs bayrn_hopper.py for every seed, every
 policy with the same PPO budget, and writes <results-dir>/<name>.{csv,md,png}: rows S->S, S->T,
 T->T, T->S, UDR->S, UDR->T, BayRn->S, BayRn->T (mean +- std over seeds of each run's deterministic
-evaluation), the sweep, and a grouped bar chart with error bars.
+evaluation), the sweep, and a grouped bar chart with error bars. Every run's final policy is
+copied to <results-dir>/policies/<name>/ (weights only; `udr_hopper.py --checkpoint` evaluates it).
 Runs go through benchmark/run.py's job runner: finished runs are reused, and a BayRn run that
 stopped part-way is continued with bayrn_hopper.py --resume, so it resumes.
 
+Seeds: the table's seed s is a label. No two runs share a training seed: udr_hopper.py runs get
+--seed = numpy SeedSequence(s, spawn_key=(2, row)).generate_state(1)[0] (row 0 source, 1 target,
+2 udr, 3 + k the k-th sweep scale); bayrn_hopper.py --seed s draws its own from spawn keys (0, i) and (1,).
+
     python benchmark/transfer.py --total-timesteps 500000 --seeds 1 2 3
+    python benchmark/transfer.py --rows bayrn --seeds 11 12 --bayrn-args "--common-seed" --name bayrn-crn
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import glob
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import matplotlib
 import numpy as np
@@ -32,28 +40,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from run import ROOT, mean_std, run_job
 
-sys.path.insert(0, ROOT)
-import udr_hopper
-
 LABELS = {"source": "S", "target": "T", "udr": "UDR", "bayrn": "BayRn"}
+Row = Literal["source", "target", "udr", "bayrn"]
 
 
 @dataclass
 class Args:
     total_timesteps: int = 500_000
-    """training steps per run (every row the same)"""
+    """training steps per run (every row the same; BayRn: per candidate and for its final policy)"""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    """seeds of the source / target / udr rows"""
+    """seed labels of the rows (each run's training seed is derived from its label, see above)"""
+    rows: list[Row] = field(default_factory=lambda: ["source", "target", "udr", "bayrn"])
+    """which training domains to run"""
+    mass_scale: float = 0.1
+    """udr_hopper.py --mass-scale of the udr rows (the script's default)"""
     mass_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
-    """--mass-scale values of the sweep, run on the first seed"""
-    eval_episodes: int = 50
+    """--mass-scale values of the sweep, run on the first seed (with the udr row)"""
+    eval_episodes: int = 100
     """deterministic evaluation episodes per domain"""
-    bayrn: bool = True
-    """also run bayrn_hopper.py for every seed (inner budget = --total-timesteps per candidate)"""
     bayrn_init: int = 5
     """bayrn_hopper.py --num-init"""
     bayrn_iterations: int = 5
-    """bayrn_hopper.py --iterations (target episodes in the loop: 5 x (init + iterations))"""
+    """bayrn_hopper.py --iterations (target episodes in the loop: --target-episodes x (init + iterations))"""
+    bayrn_args: str = ""
+    """more flags for bayrn_hopper.py, e.g. --bayrn-args "--common-seed --target-episodes 10" (give each set its own --name)"""
     jobs: int = 2
     """runs at once (the machine has 2 cores)"""
     name: str = "transfer-hopper"
@@ -64,40 +74,56 @@ class Args:
     """where the csv / md / png go (committed)"""
 
 
+def run_seed(label: int, row: int) -> int:
+    """The training seed of udr_hopper.py for this seed label and row index (see the module docstring)."""
+    return int(np.random.SeedSequence(label, spawn_key=(2, row)).generate_state(1)[0])
+
+
 def command(args: Args, domain: str, seed: int, scale: float | None, log_dir: str) -> list[str]:
+    row = ("source", "target", "udr").index(domain) if scale in (None, args.mass_scale) else 3 + args.mass_scales.index(scale)
     extra = ["--mass-scale", str(scale)] if scale is not None else []
     return [sys.executable, os.path.join(ROOT, "udr_hopper.py"), "--no-progress", "--train-domain", domain,
-            "--seed", str(seed), "--total-timesteps", str(args.total_timesteps),
+            "--seed", str(run_seed(seed, row)), "--total-timesteps", str(args.total_timesteps),
             "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir, *extra]
 
 
 def bayrn_command(args: Args, seed: int, job_dir: str) -> list[str]:
     """bayrn_hopper.py for one seed; --resume the run already in job_dir if one stopped part-way.
-    Exits (status 2) if that run was started with another budget than this table's."""
+    Exits (status 2) if that run was started with another budget or other --bayrn-args than this table's
+    (a fresh start records them in job_dir/bayrn_args.json)."""
     started = glob.glob(os.path.join(job_dir, "*__*", "args.json"))
+    flags = shlex.split(args.bayrn_args)
     if not started:
-        return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--seed", str(seed),
-                "--inner-timesteps", str(args.total_timesteps), "--num-init", str(args.bayrn_init),
-                "--iterations", str(args.bayrn_iterations), "--eval-episodes", str(args.eval_episodes),
-                "--log-dir", job_dir]
+        os.makedirs(job_dir, exist_ok=True)
+        with open(os.path.join(job_dir, "bayrn_args.json"), "w") as f:
+            json.dump(flags, f)
+        return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--seed", str(seed),
+                "--inner-timesteps", str(args.total_timesteps), "--final-timesteps", str(args.total_timesteps),
+                "--num-init", str(args.bayrn_init), "--iterations", str(args.bayrn_iterations),
+                "--eval-episodes", str(args.eval_episodes), "--log-dir", job_dir, *flags]
     with open(started[0]) as f:
         saved = json.load(f)
-    wanted = {"seed": seed, "inner_timesteps": args.total_timesteps, "num_init": args.bayrn_init,
-              "iterations": args.bayrn_iterations, "eval_episodes": args.eval_episodes}
+    recorded = os.path.join(job_dir, "bayrn_args.json")
+    saved["bayrn_args"] = []  # runs started before bayrn_args.json existed had none
+    if os.path.exists(recorded):
+        with open(recorded) as f:
+            saved["bayrn_args"] = json.load(f)
+    wanted = {"seed": seed, "num_init": args.bayrn_init, "iterations": args.bayrn_iterations,
+              "eval_episodes": args.eval_episodes, "inner_timesteps": args.total_timesteps,
+              "final_timesteps": args.total_timesteps, "bayrn_args": flags}
     wrong = {k: saved.get(k) for k, v in wanted.items() if saved.get(k) != v}
     if wrong:
         print(f"error: {os.path.dirname(started[0])} was started with {wrong}, this table needs {wanted}; "
               "move it away or match the flags", file=sys.stderr)
         sys.exit(2)
-    return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--resume", os.path.dirname(started[0])]
+    return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--resume", os.path.dirname(started[0])]
 
 
 def main(args: Args) -> None:
-    # (train domain, seed, mass scale); the udr rows use the script's default scale, the sweep the first seed.
-    default = udr_hopper.DEFAULT_MASS_SCALE
-    domains = ("source", "target", "udr", "bayrn") if args.bayrn else ("source", "target", "udr")
-    keys = [(d, s, default if d == "udr" else None) for s in args.seeds for d in domains]
-    keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != default]
+    # (train domain, seed, mass scale); the udr rows use --mass-scale, the sweep the first seed.
+    keys = [(d, s, args.mass_scale if d == "udr" else None) for s in args.seeds for d in args.rows]
+    if "udr" in args.rows:
+        keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != args.mass_scale]
     job_dirs = {k: os.path.join(args.runs_dir, args.name, k[0] + ("" if k[2] is None else f"-scale{k[2]}"),
                                 f"seed{k[1]}") for k in keys}
     commands = {k: bayrn_command(args, k[1], job_dirs[k]) if k[0] == "bayrn" else command(args, *k, job_dirs[k])
@@ -110,41 +136,49 @@ def main(args: Args) -> None:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
 
     rows, searches = [], {}
-    os.makedirs(args.results_dir, exist_ok=True)
+    policies = os.path.join(args.results_dir, "policies", args.name)
+    os.makedirs(policies, exist_ok=True)
     for (domain, seed, scale), job_dir in job_dirs.items():
         (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
+        run_dir = os.path.dirname(path)
         with open(path) as f:
             result = json.load(f)
-        if domain == "bayrn":  # keep each search's candidates and figure beside the table
-            run_dir = os.path.dirname(path)
+        cmd = commands[domain, seed, scale]
+        label = domain + ("" if scale in (None, args.mass_scale) else f"-scale{scale}")
+        shutil.copy(os.path.join(run_dir, "model.pt"), os.path.join(policies, f"{label}-seed{seed}.pt"))
+        if domain == "bayrn":  # keep each search's candidates and a figure of it beside the table
             with open(os.path.join(run_dir, "bayrn_history.jsonl")) as f:
                 searches[seed] = ([json.loads(line) for line in f], result)
-            for source, ext in (("bayrn_history.jsonl", "jsonl"), ("bayrn.png", "png")):
-                shutil.copy(os.path.join(run_dir, source), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.{ext}"))
-        rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed, "total_timesteps": args.total_timesteps,
+            shutil.copy(os.path.join(run_dir, "bayrn_history.jsonl"), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.jsonl"))
+            plot_search(*searches[seed], os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.png"))
+        rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed,
+                     # udr_hopper.py's --seed; bayrn_hopper.py derives one per candidate from the label
+                     "train_seed": None if domain == "bayrn" else int(cmd[cmd.index("--seed") + 1]),
+                     "total_timesteps": args.total_timesteps,
+                     "simulator_steps": result.get("simulator_steps", result.get("global_step")),
                      "train_return_last100": round(result["train_return_last100"], 1),
                      "source_mean": round(result["source"]["mean"], 1), "source_std": round(result["source"]["std"], 1),
                      "target_mean": round(result["target"]["mean"], 1), "target_std": round(result["target"]["std"], 1),
                      "eval_episodes": result["target"]["episodes"],
-                     # BayRn: the target episodes its loop spent choosing phi*, and the whole loop's time
+                     # BayRn: the target episodes its loop spent choosing phi*
                      "loop_target_episodes": result.get("target_episodes_used", 0),
-                     "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"] + result.get("loop_seconds", 0), 1)})
+                     "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"], 1)})
     with open(os.path.join(args.results_dir, f"{args.name}.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    main_rows = [r for r in rows if r["train_domain"] != "udr" or r["mass_scale"] == default]
+    main_rows = [r for r in rows if r["train_domain"] != "udr" or r["mass_scale"] == args.mass_scale]
     table = {(d, e): [r[f"{e}_mean"] for r in main_rows if r["train_domain"] == d]
-             for d in domains for e in ("source", "target")}
-    plot(table, domains, args)
+             for d in args.rows for e in ("source", "target")}
+    plot(table, args)
     write_summary(table, rows, searches, sorted({j.get("commit", "unknown") for j in jobs.values()}), args)
 
 
-def plot(table: dict, domains: tuple[str, ...], args: Args) -> None:
+def plot(table: dict, args: Args) -> None:
     """Grouped bars: one group per training domain, one bar per evaluation domain, std over seeds."""
-    names = {"source": "trained on source", "udr": f"UDR source (±{udr_hopper.DEFAULT_MASS_SCALE:.0%})",
+    names = {"source": "trained on source", "udr": f"UDR source (±{args.mass_scale:.0%})",
              "bayrn": "BayRn source (phi*)", "target": "trained on target (oracle)"}
-    order = [d for d in ("source", "udr", "bayrn", "target") if d in domains]
+    order = [d for d in ("source", "udr", "bayrn", "target") if d in args.rows]
     fig, ax = plt.subplots(figsize=(1.9 * len(order) + 1, 4))
     x = np.arange(len(order))
     for k, evaluation in enumerate(("source", "target")):
@@ -161,47 +195,78 @@ def plot(table: dict, domains: tuple[str, ...], args: Args) -> None:
     plt.close(fig)
 
 
+def plot_search(history: list[dict], result: dict, path: str) -> None:
+    """One BayRn search: each candidate's J_real (mean of its target episodes) and the GP posterior
+    mean there, the running best, the posterior mean at phi* and the final policy's target return;
+    right, each candidate's mass bounds per body."""
+    index = [r["index"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    left.plot(index, [r["target_return"] for r in history], "o", label="J_real (target episodes of the candidate)")
+    left.plot(index, result["candidate_posterior_returns"], "x", label="GP posterior mean there")
+    left.plot(index, np.maximum.accumulate([r["target_return"] for r in history]), "-", label="running best J_real")
+    left.axhline(result["phi_star_posterior_return"], color="gray", ls=":", label="posterior mean at phi*")
+    left.axhline(result["target"]["mean"], color="red", ls="--",
+                 label=f"final policy on target ({result['target']['episodes']} episodes)")
+    left.set(xlabel="candidate", ylabel="target return", title="BayRn search")
+    left.legend(fontsize=7)
+    for k, body in enumerate(history[0]["bounds"]):
+        low, high = np.array([r["bounds"][body] for r in history]).T
+        right.vlines(np.array(index) + 0.2 * (k - 1), low, high, color=f"C{k}", label=body, lw=2)
+        right.plot([len(history) + 0.2 * (k - 1)] * 2, result["phi_star"][body], color=f"C{k}", lw=4)
+    right.set(xlabel="candidate (last: phi*)", ylabel="mass bounds (kg)", title="U(low, high) per body")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_summary(table: dict, rows: list[dict], searches: dict, commits: list[str], args: Args) -> None:
     made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
-    scripts = "udr_hopper.py and bayrn_hopper.py" if searches else "udr_hopper.py"
-    lines = [f"# Hopper source -> target transfer, {scripts} (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
+    lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
              "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |", "|---|---|---|"]
     for d, e in (("source", "source"), ("source", "target"), ("target", "target"), ("target", "source"),
                  ("udr", "source"), ("udr", "target"), ("bayrn", "source"), ("bayrn", "target")):
         if (d, e) in table:
             lines.append(f"| {LABELS[d]} -> {LABELS[e]} | {mean_std(table[d, e])} | "
                          f"{', '.join(f'{v:.0f}' for v in table[d, e])} |")
-    udr_t, s_t, t_t = (np.mean(table[d, "target"]) for d in ("udr", "source", "target"))
-    lines += ["", (f"UDR uses --mass-scale {udr_hopper.DEFAULT_MASS_SCALE} (the script's default). "
-              f"UDR->T / S->T = {udr_t / s_t:.2f} (bar 1.15); UDR->T / T->T = {udr_t / t_t:.2f} (bar 0.90).")]
-    bayrn = [r for r in rows if r["train_domain"] == "bayrn"]
-    if bayrn:
-        bayrn_t = np.mean(table["bayrn", "target"])
-        lines += ["", (f"BayRn: {args.bayrn_init} Sobol + {args.bayrn_iterations} BO candidates per seed, each a "
-                       f"{args.total_timesteps}-step policy scored on target episodes; target episodes used in "
-                       f"the loop per seed: {', '.join(str(r['loop_target_episodes']) for r in bayrn)}. "
-                       f"BayRn->T / UDR->T = {bayrn_t / udr_t:.2f} (bar 1.00); "
-                       f"BayRn->T / T->T = {bayrn_t / t_t:.2f} (bar 0.95).")]
-        lines += ["", ("| seed | phi* = candidate | its J_real in the loop | highest J_real in the loop | phi* policy on T "
-                       f"({args.eval_episodes} episodes) |"), "|---|---|---|---|---|"]
+    target = {d: np.mean(table[d, "target"]) for d in args.rows}
+    ratios = [f"{LABELS[a]}->T / {LABELS[b]}->T = {target[a] / target[b]:.2f}"
+              for a, b in (("udr", "source"), ("udr", "target"), ("bayrn", "udr"), ("bayrn", "target"))
+              if a in target and b in target]
+    if ratios:
+        lines += ["", f"UDR: --mass-scale {args.mass_scale}. " + "; ".join(ratios) + "."]
+    if searches:
+        bayrn = [r for r in rows if r["train_domain"] == "bayrn"]
+        minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in bayrn)
+        lines += ["", (f"BayRn: bayrn_hopper.py {args.bayrn_args or '(defaults)'}, {args.bayrn_init} Sobol + "
+                       f"{args.bayrn_iterations} BO candidates per seed. Target episodes spent in the search: "
+                       f"{', '.join(str(r['loop_target_episodes']) for r in bayrn)}; simulator steps (candidates and "
+                       f"final policy): {', '.join(str(r['simulator_steps']) for r in bayrn)}; wall time: "
+                       f"{minutes} min."), "",
+                  ("| seed | best candidate (posterior) | its J_real | highest J_real | posterior mean at phi* | "
+                   f"final policy on T ({args.eval_episodes} episodes) |"), "|---|---|---|---|---|---|"]
         for seed, (history, result) in searches.items():
             top = max(history, key=lambda r: r["target_return"])
-            lines.append(f"| {seed} | {result['candidate']} | {history[result['candidate']]['target_return']:.0f} | "
-                         f"{top['target_return']:.0f} (candidate {top['index']}) | {result['target']['mean']:.0f} |")
-        lines += ["", (f"phi* is the candidate with the highest GP posterior mean (not the highest J_real). Every "
-                       f"candidate, its phi and J_real: {args.name}-bayrn-seed<seed>.jsonl; the search and the GP: "
-                       f"{args.name}-bayrn-seed<seed>.png.")]
-    lines += ["", f"## --mass-scale sweep, seed {args.seeds[0]}", "",
-              "| mass scale | UDR -> S | UDR -> T | last-100 training return |", "|---|---|---|---|"]
-    for r in sorted((r for r in rows if r["train_domain"] == "udr" and r["seed"] == args.seeds[0]),
-                    key=lambda r: r["mass_scale"]):
-        lines.append(f"| ±{r['mass_scale']:.0%} | {r['source_mean']:.0f} ± {r['source_std']:.0f} | "
-                     f"{r['target_mean']:.0f} ± {r['target_std']:.0f} | {r['train_return_last100']:.0f} |")
+            best = result["best_candidate"]
+            lines.append(f"| {seed} | {best} | {history[best]['target_return']:.0f} | {top['target_return']:.0f} "
+                         f"(candidate {top['index']}) | {result['phi_star_posterior_return']:.0f} | "
+                         f"{result['target']['mean']:.0f} |")
+        lines += ["", (f"phi* maximizes the GP posterior mean over the whole box; the final policy trains on U(phi*) "
+                       f"({searches[next(iter(searches))][1]['final_init']} start). Every candidate: "
+                       f"{args.name}-bayrn-seed<seed>.jsonl; the search: {args.name}-bayrn-seed<seed>.png.")]
+    sweep = sorted((r for r in rows if r["train_domain"] == "udr" and r["seed"] == args.seeds[0]),
+                   key=lambda r: r["mass_scale"])
+    if len(sweep) > 1:
+        lines += ["", f"## --mass-scale sweep, seed {args.seeds[0]}", "",
+                  "| mass scale | UDR -> S | UDR -> T | last-100 training return |", "|---|---|---|---|"]
+        lines += [f"| ±{r['mass_scale']:.0%} | {r['source_mean']:.0f} ± {r['source_std']:.0f} | "
+                  f"{r['target_mean']:.0f} ± {r['target_std']:.0f} | {r['train_return_last100']:.0f} |" for r in sweep]
     lines += ["", (f"Each run: {args.eval_episodes} deterministic episodes per domain, frozen observation "
                    "normalization, evaluation seeds disjoint from training; the sweep rows show mean ± std over "
-                   "episodes of one run. Per-run numbers: the .csv beside this file.")]
+                   "episodes of one run. Per-run numbers: the .csv beside this file; final policies: "
+                   f"policies/{args.name}/.")]
     with open(os.path.join(args.results_dir, f"{args.name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -10,9 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python <script> [--no-progress] <args>` from the repository root; never raises on failure."""
-    quiet = [] if script == "bayrn_hopper.py" else ["--no-progress"]  # bayrn draws no progress bar
-    return subprocess.run([sys.executable, str(ROOT / script), *quiet, *args],
+    """`python <script> --no-progress <args>` from the repository root; never raises on failure."""
+    return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -95,6 +95,10 @@ def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
     assert [json.loads(line)["index"] for line in history] == [0, 1, 2]
     assert (tmp_path / "results" / "tiny-bayrn-seed1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | " in summary  # the per-seed phi* row
+    # no two runs share a training seed; every final policy is published
+    assert len({r["train_seed"] for r in rows if r["train_domain"] != "bayrn"}) == 4
+    assert sorted(p.name for p in (tmp_path / "results" / "policies" / "tiny").iterdir()) == [
+        "bayrn-seed1.pt", "source-seed1.pt", "target-seed1.pt", "udr-scale0.5-seed1.pt", "udr-seed1.pt"]
 
 
 def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_path, monkeypatch):
@@ -106,13 +110,27 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     assert "--resume" not in fresh and fresh[fresh.index("--inner-timesteps") + 1] == "4096"
     run_dir = tmp_path / "CustomHopper-udr__bayrn_hopper__7__1"
     run_dir.mkdir()
-    saved = {"seed": 7, "inner_timesteps": 4096, "num_init": 2, "iterations": 1, "eval_episodes": 3}
+    saved = {"seed": 7, "inner_timesteps": 4096, "final_timesteps": 4096, "num_init": 2, "iterations": 1,
+             "eval_episodes": 3}
     (run_dir / "args.json").write_text(json.dumps(saved))
     assert transfer.bayrn_command(args, 7, str(tmp_path))[-2:] == ["--resume", str(run_dir)]
-    (run_dir / "args.json").write_text(json.dumps({**saved, "inner_timesteps": 2048}))
-    with pytest.raises(SystemExit) as stop:
-        transfer.bayrn_command(args, 7, str(tmp_path))
-    assert stop.value.code == 2
+    for wrong in ({"inner_timesteps": 2048}, {"final_timesteps": 0}):
+        (run_dir / "args.json").write_text(json.dumps({**saved, **wrong}))
+        with pytest.raises(SystemExit) as stop:
+            transfer.bayrn_command(args, 7, str(tmp_path))
+        assert stop.value.code == 2
+    # a search started with other --bayrn-args is another variant: refused both ways
+    (run_dir / "args.json").write_text(json.dumps(saved))
+    variant = transfer.Args(**{**vars(args), "bayrn_args": "--common-seed --target-episodes 10"})
+    with pytest.raises(SystemExit):
+        transfer.bayrn_command(variant, 7, str(tmp_path))
+    other = tmp_path / "variant"
+    assert "--common-seed" in transfer.bayrn_command(variant, 7, str(other))  # fresh: records its flags
+    (other / "CustomHopper-udr__bayrn_hopper__7__1").mkdir()
+    (other / "CustomHopper-udr__bayrn_hopper__7__1" / "args.json").write_text(json.dumps(saved))
+    assert transfer.bayrn_command(variant, 7, str(other))[-1].endswith("__1")
+    with pytest.raises(SystemExit):
+        transfer.bayrn_command(args, 7, str(other))
 
 
 def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
