@@ -653,14 +653,16 @@ def main(args: Args) -> dict:
     agent, obs_rms, result = final_policy(args, history, low, high, run_dir, writer, bar)
     bar.close()
     torch.save(policy_state(agent, obs_rms, None), os.path.join(run_dir, "model.pt"))
-    _, target_seed, source_seed = episode_seeds(args.seed, (1,))  # used by no candidate
-    for domain, seed in (("target", target_seed), ("source", source_seed)):
-        returns = evaluate(agent, obs_rms, domain, args.eval_episodes, seed)
+    # udr_hopper.py's final episodes for --seed final_seed, so that `udr_hopper.py --checkpoint model.pt
+    # --seed <final_seed>` replays them; no candidate used these seeds
+    final_seed = episode_seeds(args.seed, (1,))[0]
+    for domain in ("target", "source"):
+        returns = evaluate(agent, obs_rms, domain, args.eval_episodes, final_seed + 10**6)
         result[domain] = {"mean": float(np.mean(returns)) if returns else None,
                           "std": float(np.std(returns)) if returns else None, "episodes": len(returns), "returns": returns}
         if returns:
             writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], len(history))
-    result |= {"candidates": len(history), "target_episodes_used": history[-1]["target_episodes_used"],
+    result |= {"final_seed": final_seed, "candidates": len(history), "target_episodes_used": history[-1]["target_episodes_used"],
                "simulator_steps": len(history) * args.inner_timesteps + args.final_timesteps,
                "loop_seconds": sum(r["seconds"] for r in history), "final_seconds": time.time() - start}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:

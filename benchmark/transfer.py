@@ -14,7 +14,7 @@ Seeds: the table's seed s is a label. No two runs share a training seed: udr_hop
 2 udr, 3 + k the k-th sweep scale); bayrn_hopper.py --seed s draws its own from spawn keys (0, i) and (1,).
 
     python benchmark/transfer.py --total-timesteps 500000 --seeds 1 2 3
-    python benchmark/transfer.py --rows bayrn --seeds 11 12 --bayrn-args "--common-seed" --name bayrn-crn
+    python benchmark/transfer.py --rows bayrn --seeds 11 12 "--bayrn-args=--common-seed" --name bayrn-crn
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Args:
     bayrn_iterations: int = 5
     """bayrn_hopper.py --iterations (target episodes in the loop: --target-episodes x (init + iterations))"""
     bayrn_args: str = ""
-    """more flags for bayrn_hopper.py, e.g. --bayrn-args "--common-seed --target-episodes 10" (give each set its own --name)"""
+    """more flags for bayrn_hopper.py, e.g. "--bayrn-args=--common-seed --target-episodes 10" (with =; give each set its own --name)"""
     jobs: int = 2
     """runs at once (the machine has 2 cores)"""
     name: str = "transfer-hopper"

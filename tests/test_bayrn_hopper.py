@@ -132,8 +132,7 @@ def test_tiny_run_writes_history_eval_model_and_tags(tiny_run):
     assert result["best_candidate"] == int(np.argmax(result["candidate_posterior_returns"]))
     # model.pt is the policy that eval.json measured: evaluated again on the same episodes, the same returns
     agent, obs_rms, _ = bayrn.load_policy(str(tiny_run / "model.pt"))
-    _, target_seed, _ = bayrn.episode_seeds(1, (1,))
-    assert bayrn.evaluate(agent, obs_rms, "target", 2, target_seed) == result["target"]["returns"]
+    assert bayrn.evaluate(agent, obs_rms, "target", 2, result["final_seed"] + 10**6) == result["target"]["returns"]
     events = EventAccumulator(str(tiny_run))
     events.Reload()
     tags = events.Tags()["scalars"]
@@ -143,13 +142,15 @@ def test_tiny_run_writes_history_eval_model_and_tags(tiny_run):
         assert tag in tags, tag
 
 
-def test_udr_hopper_evaluates_the_final_policy(tiny_run, tmp_path):
+def test_udr_hopper_replays_the_final_evaluation(tiny_run, tmp_path):
+    final = json.loads((tiny_run / "eval.json").read_text())
     result = subprocess.run([sys.executable, str(ROOT / "udr_hopper.py"), "--checkpoint", str(tiny_run / "model.pt"),
-                             "--eval-episodes", "1", "--log-dir", str(tmp_path), "--no-progress"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                             "--seed", str(final["final_seed"]), "--eval-episodes", "2", "--log-dir", str(tmp_path),
+                             "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     (run_dir,) = tmp_path.iterdir()
-    assert json.loads((run_dir / "eval.json").read_text())["target"]["episodes"] == 1
+    again = json.loads((run_dir / "eval.json").read_text())
+    assert [again[d]["returns"] for d in ("target", "source")] == [final[d]["returns"] for d in ("target", "source")]
 
 
 def test_phi_star_is_the_posterior_mean_maximum_inside_the_box_not_a_candidate():
