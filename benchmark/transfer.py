@@ -27,7 +27,9 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
@@ -72,6 +74,8 @@ class Args:
     """where each run's logs go (not committed)"""
     results_dir: str = os.path.join(ROOT, "benchmark", "results")
     """where the csv / md / png go (committed)"""
+    reevaluate: bool = False
+    """train nothing: evaluate every policy of <name>.csv again (policies/<name>/) and rewrite the csv / md / png"""
 
 
 def run_seed(label: int, row: int) -> int:
@@ -119,13 +123,14 @@ def bayrn_command(args: Args, seed: int, job_dir: str) -> list[str]:
     return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--resume", os.path.dirname(started[0])]
 
 
-def main(args: Args) -> None:
+def train_rows(args: Args) -> list[dict]:
+    """Run (or reuse) every run of the table; copy each final policy, and each BayRn search, to the
+    results directory. Returns one row per run."""
     # (train domain, seed, mass scale); the udr rows use --mass-scale, the sweep the first seed.
     keys = [(d, s, args.mass_scale if d == "udr" else None) for s in args.seeds for d in args.rows]
     if "udr" in args.rows:
         keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != args.mass_scale]
-    job_dirs = {k: os.path.join(args.runs_dir, args.name, k[0] + ("" if k[2] is None else f"-scale{k[2]}"),
-                                f"seed{k[1]}") for k in keys}
+    job_dirs = {k: os.path.join(args.runs_dir, args.name, label(k[0], k[2], args), f"seed{k[1]}") for k in keys}
     commands = {k: bayrn_command(args, k[1], job_dirs[k]) if k[0] == "bayrn" else command(args, *k, job_dirs[k])
                 for k in keys}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -135,25 +140,22 @@ def main(args: Args) -> None:
     if failed:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
 
-    rows, searches = [], {}
-    policies = os.path.join(args.results_dir, "policies", args.name)
-    os.makedirs(policies, exist_ok=True)
+    rows = []
+    os.makedirs(os.path.join(args.results_dir, "policies", args.name), exist_ok=True)
     for (domain, seed, scale), job_dir in job_dirs.items():
         (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
         run_dir = os.path.dirname(path)
         with open(path) as f:
             result = json.load(f)
+        shutil.copy(os.path.join(run_dir, "model.pt"), policy_path(args, domain, scale, seed))
+        if domain == "bayrn":  # keep each search beside the table: its candidates and its result
+            for source, ext in (("bayrn_history.jsonl", "jsonl"), ("eval.json", "json")):
+                shutil.copy(os.path.join(run_dir, source), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.{ext}"))
         cmd = commands[domain, seed, scale]
-        label = domain + ("" if scale in (None, args.mass_scale) else f"-scale{scale}")
-        shutil.copy(os.path.join(run_dir, "model.pt"), os.path.join(policies, f"{label}-seed{seed}.pt"))
-        if domain == "bayrn":  # keep each search's candidates and a figure of it beside the table
-            with open(os.path.join(run_dir, "bayrn_history.jsonl")) as f:
-                searches[seed] = ([json.loads(line) for line in f], result)
-            shutil.copy(os.path.join(run_dir, "bayrn_history.jsonl"), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.jsonl"))
-            plot_search(*searches[seed], os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.png"))
         rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed,
-                     # udr_hopper.py's --seed; bayrn_hopper.py derives one per candidate from the label
-                     "train_seed": None if domain == "bayrn" else int(cmd[cmd.index("--seed") + 1]),
+                     # the --seed of the run that trained the final policy (udr_hopper.py --checkpoint --seed
+                     # with it replays the evaluation below)
+                     "train_seed": result["final_seed"] if domain == "bayrn" else int(cmd[cmd.index("--seed") + 1]),
                      "total_timesteps": args.total_timesteps,
                      "simulator_steps": result.get("simulator_steps", result.get("global_step")),
                      "train_return_last100": round(result["train_return_last100"], 1),
@@ -162,23 +164,91 @@ def main(args: Args) -> None:
                      "eval_episodes": result["target"]["episodes"],
                      # BayRn: the target episodes its loop spent choosing phi*
                      "loop_target_episodes": result.get("target_episodes_used", 0),
-                     "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"], 1)})
+                     "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"], 1),
+                     "commit": jobs[domain, seed, scale].get("commit", "unknown")})
+    return rows
+
+
+def label(domain: str, scale: float | None, args: Args) -> str:
+    """A run's name in runs/ and policies/: the domain, and the scale of a sweep run."""
+    return domain + ("" if scale in (None, args.mass_scale) else f"-scale{scale}")
+
+
+def policy_path(args: Args, domain: str, scale: float | None, seed: int) -> str:
+    return os.path.join(args.results_dir, "policies", args.name, f"{label(domain, scale, args)}-seed{seed}.pt")
+
+
+def reevaluate(args: Args) -> list[dict]:
+    """Evaluate every published policy of <name>.csv again with `udr_hopper.py --checkpoint` on the
+    run's own episode seeds, and return the rows with the new evaluation columns."""
+    with open(os.path.join(args.results_dir, f"{args.name}.csv")) as f:
+        rows = [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    scratch = tempfile.mkdtemp(prefix="reevaluate-")
+
+    def again(row: dict) -> dict:
+        log_dir = os.path.join(scratch, f"{label(row['train_domain'], row['mass_scale'], args)}-seed{row['seed']}")
+        subprocess.run([sys.executable, os.path.join(ROOT, "udr_hopper.py"), "--no-progress", "--checkpoint",
+                        policy_path(args, row["train_domain"], row["mass_scale"], row["seed"]), "--seed",
+                        str(row["train_seed"]), "--eval-episodes", str(args.eval_episodes), "--log-dir", log_dir],
+                       check=True, capture_output=True)
+        (path,) = glob.glob(os.path.join(log_dir, "*", "eval.json"))
+        with open(path) as f:
+            return json.load(f)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(again, rows))
+    for row, result in zip(rows, results):
+        print(f"{label(row['train_domain'], row['mass_scale'], args)} seed {row['seed']}: target {row['target_mean']} -> "
+              f"{result['target']['mean']:.1f}, source {row['source_mean']} -> {result['source']['mean']:.1f}")
+        for domain in ("source", "target"):
+            row[f"{domain}_mean"], row[f"{domain}_std"] = (round(result[domain][k], 1) for k in ("mean", "std"))
+        row["eval_episodes"] = result["target"]["episodes"]
+        if row["train_domain"] == "bayrn":
+            path = os.path.join(args.results_dir, f"{args.name}-bayrn-seed{row['seed']}.json")
+            with open(path) as f:
+                search = json.load(f)
+            with open(path, "w") as f:
+                json.dump(search | {d: result[d] for d in ("source", "target")}, f, indent=2)
+    shutil.rmtree(scratch)
+    return rows
+
+
+def parse(value: str):
+    """A csv cell back to None, int, float or str."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return None if value == "" else value
+
+
+def main(args: Args) -> None:
+    rows = reevaluate(args) if args.reevaluate else train_rows(args)
     with open(os.path.join(args.results_dir, f"{args.name}.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    domains = [d for d in ("source", "target", "udr", "bayrn") if any(r["train_domain"] == d for r in rows)]
     main_rows = [r for r in rows if r["train_domain"] != "udr" or r["mass_scale"] == args.mass_scale]
     table = {(d, e): [r[f"{e}_mean"] for r in main_rows if r["train_domain"] == d]
-             for d in args.rows for e in ("source", "target")}
-    plot(table, args)
-    write_summary(table, rows, searches, sorted({j.get("commit", "unknown") for j in jobs.values()}), args)
+             for d in domains for e in ("source", "target")}
+    searches = {}
+    for r in rows:
+        if r["train_domain"] == "bayrn":
+            stem = os.path.join(args.results_dir, f"{args.name}-bayrn-seed{r['seed']}")
+            with open(stem + ".jsonl") as f, open(stem + ".json") as g:
+                searches[r["seed"]] = ([json.loads(line) for line in f], json.load(g))
+            plot_search(*searches[r["seed"]], stem + ".png")
+    plot(table, domains, args)
+    write_summary(table, domains, rows, searches, args)
 
 
-def plot(table: dict, args: Args) -> None:
+def plot(table: dict, domains: list[str], args: Args) -> None:
     """Grouped bars: one group per training domain, one bar per evaluation domain, std over seeds."""
     names = {"source": "trained on source", "udr": f"UDR source (±{args.mass_scale:.0%})",
              "bayrn": "BayRn source (phi*)", "target": "trained on target (oracle)"}
-    order = [d for d in ("source", "udr", "bayrn", "target") if d in args.rows]
+    order = [d for d in ("source", "udr", "bayrn", "target") if d in domains]
     fig, ax = plt.subplots(figsize=(1.9 * len(order) + 1, 4))
     x = np.arange(len(order))
     for k, evaluation in enumerate(("source", "target")):
@@ -220,8 +290,9 @@ def plot_search(history: list[dict], result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_summary(table: dict, rows: list[dict], searches: dict, commits: list[str], args: Args) -> None:
-    made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` at commit {', '.join(commits)} on "
+def write_summary(table: dict, domains: list[str], rows: list[dict], searches: dict, args: Args) -> None:
+    commits = sorted({str(r["commit"]) for r in rows})
+    made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` from runs at commit {', '.join(commits)}, on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
     lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
@@ -231,7 +302,7 @@ def write_summary(table: dict, rows: list[dict], searches: dict, commits: list[s
         if (d, e) in table:
             lines.append(f"| {LABELS[d]} -> {LABELS[e]} | {mean_std(table[d, e])} | "
                          f"{', '.join(f'{v:.0f}' for v in table[d, e])} |")
-    target = {d: np.mean(table[d, "target"]) for d in args.rows}
+    target = {d: np.mean(table[d, "target"]) for d in domains}
     ratios = [f"{LABELS[a]}->T / {LABELS[b]}->T = {target[a] / target[b]:.2f}"
               for a, b in (("udr", "source"), ("udr", "target"), ("bayrn", "udr"), ("bayrn", "target"))
               if a in target and b in target]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,15 @@ def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
     assert len({r["train_seed"] for r in rows if r["train_domain"] != "bayrn"}) == 4
     assert sorted(p.name for p in (tmp_path / "results" / "policies" / "tiny").iterdir()) == [
         "bayrn-seed1.pt", "source-seed1.pt", "target-seed1.pt", "udr-scale0.5-seed1.pt", "udr-seed1.pt"]
+    # --reevaluate: the published policies, evaluated again from the results alone, give the published numbers
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "results" / "tiny.md").unlink()
+    result = subprocess.run(command + ["--reevaluate"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results" / "tiny.csv") as f:
+        again = list(csv.DictReader(f))
+    assert again == rows
+    assert (tmp_path / "results" / "tiny.md").read_text().count("| BayRn -> T |") == 1
 
 
 def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_path, monkeypatch):
