@@ -22,6 +22,7 @@ share a training seed. --common-seed gives every candidate the same seeds (commo
 
     python bayrn_hopper.py                              # 5 Sobol + 5 BO candidates, then the final policy
     python bayrn_hopper.py --resume runs/<run>          # continue an interrupted search
+    python bayrn_hopper.py --search-from runs/<run> --final-init scratch   # the same search, another final policy
     python udr_hopper.py --checkpoint runs/<run>/model.pt --eval-episodes 100   # evaluate phi*'s policy again
 """
 
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -106,6 +108,8 @@ class Args:
     """final deterministic episodes on target and on source"""
     resume: str | None = None
     """continue this run directory from its bayrn_history.jsonl (with its saved settings)"""
+    search_from: str | None = None
+    """a finished search's run directory: reuse its candidates (same search settings required) and only make the final policy (--final-* flags)"""
     log_dir: str = "runs"
     """where run directories are created"""
     learning_rate: float = 3e-4
@@ -512,9 +516,14 @@ def load_history(run_dir: str) -> list[dict]:
 
 
 def append_history(run_dir: str, history: list[dict], record: dict) -> None:
-    """Add one candidate: write the whole history to a temporary file, then rename it over the old
-    one (os.replace is atomic), so an interruption leaves either the old or the new file, never half."""
+    """Add one candidate to history and to run_dir's history file."""
     history.append(record)
+    write_history(run_dir, history)
+
+
+def write_history(run_dir: str, history: list[dict]) -> None:
+    """Write the whole history to a temporary file, then rename it over the old one (os.replace is
+    atomic), so an interruption leaves either the old or the new file, never half."""
     path = os.path.join(run_dir, HISTORY)
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in history)
@@ -612,6 +621,26 @@ def final_policy(args: Args, history: list[dict], low: torch.Tensor, high: torch
         "train_return_last100": last100}
 
 
+def reusable_search(args: Args) -> list[dict]:
+    """The history of the finished search in args.search_from; exits 2 if there is none, or if it
+    was searched with other settings than args (those of the final policy and its evaluation may differ)."""
+    path = os.path.join(args.search_from, "args.json")
+    if not os.path.exists(path):
+        fail(f"cannot reuse {args.search_from}: no args.json there (pass a run directory of this script)")
+    with open(path) as f:
+        saved = json.load(f)
+    final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from"}
+    differ = [k for k, v in saved.items() if k not in final and v != getattr(args, k, v)]
+    if differ:
+        flags = ", ".join("--" + k.replace("_", "-") for k in differ)
+        fail(f"{args.search_from} searched with other settings: {flags} "
+             "(give the same search flags; only --final-* and --eval-episodes may differ)")
+    history = load_history(args.search_from)
+    if len(history) < args.num_init + args.iterations:
+        fail(f"{args.search_from} has {len(history)} of {args.num_init + args.iterations} candidates (finish it with --resume first)")
+    return history
+
+
 def main(args: Args) -> dict:
     if args.resume:
         saved = os.path.join(args.resume, "args.json")
@@ -621,6 +650,7 @@ def main(args: Args) -> dict:
             args = Args(**{**json.load(f), "resume": args.resume, "progress": args.progress})
         run_dir = args.resume
     low, high = check_args(args)
+    reused = reusable_search(args) if args.search_from else []
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(1)
     if not args.resume:
@@ -628,6 +658,9 @@ def main(args: Args) -> dict:
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "args.json"), "w") as f:
             json.dump({f.name: getattr(args, f.name) for f in fields(args) if f.name != "resume"}, f, indent=2)
+        if reused:  # its candidates become ours; the loop below then has nothing left to search
+            shutil.copytree(os.path.join(args.search_from, "policies"), os.path.join(run_dir, "policies"))
+            write_history(run_dir, reused)
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
     history = load_history(run_dir)

@@ -220,6 +220,19 @@ def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path
     assert (resumed / "eval.json").exists()
 
 
+def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(tiny_run, tmp_path):
+    result = run(*TINY, "--search-from", str(tiny_run), "--final-init", "scratch", "--log-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "candidate 0:" not in result.stdout  # nothing searched again
+    (again,) = tmp_path.iterdir()
+    assert (again / bayrn.HISTORY).read_text() == (tiny_run / bayrn.HISTORY).read_text()
+    first, second = (json.loads((d / "eval.json").read_text()) for d in (tiny_run, again))
+    assert second["final_init"] == "scratch" and second["phi_star"] == first["phi_star"]
+    assert second["target"]["returns"] != first["target"]["returns"]  # another policy on the same episodes
+    refused = run(*TINY, "--search-from", str(tiny_run), "--target-episodes", "3", "--log-dir", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "--target-episodes" in refused.stderr and not (tmp_path / "no").exists()
+
+
 def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, tmp_path):
     result = run(*TINY, "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
