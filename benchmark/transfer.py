@@ -66,6 +66,8 @@ class Args:
     """bayrn_hopper.py --iterations (target episodes in the loop: --target-episodes x (init + iterations))"""
     bayrn_args: str = ""
     """more flags for bayrn_hopper.py, e.g. "--bayrn-args=--common-seed --target-episodes 10" (with =; give each set its own --name)"""
+    reuse_search: str | None = None
+    """BayRn rows: take each seed's candidates from the finished search of this table name (bayrn_hopper.py --search-from) and only train the final policy"""
     jobs: int = 2
     """runs at once (the machine has 2 cores)"""
     name: str = "transfer-hopper"
@@ -98,9 +100,16 @@ def bayrn_command(args: Args, seed: int, job_dir: str) -> list[str]:
     started = glob.glob(os.path.join(job_dir, "*__*", "args.json"))
     flags = shlex.split(args.bayrn_args)
     if not started:
+        if args.reuse_search:
+            searched = glob.glob(os.path.join(args.runs_dir, args.reuse_search, "bayrn", f"seed{seed}", "*__*"))
+            if len(searched) != 1:
+                print(f"error: no search of seed {seed} under {args.runs_dir}/{args.reuse_search}/bayrn "
+                      "(run that table first)", file=sys.stderr)
+                sys.exit(2)
+            flags += ["--search-from", searched[0]]
         os.makedirs(job_dir, exist_ok=True)
         with open(os.path.join(job_dir, "bayrn_args.json"), "w") as f:
-            json.dump(flags, f)
+            json.dump(shlex.split(args.bayrn_args), f)
         return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--seed", str(seed),
                 "--inner-timesteps", str(args.total_timesteps), "--final-timesteps", str(args.total_timesteps),
                 "--num-init", str(args.bayrn_init), "--iterations", str(args.bayrn_iterations),

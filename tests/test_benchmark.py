@@ -141,6 +141,14 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     assert transfer.bayrn_command(variant, 7, str(other))[-1].endswith("__1")
     with pytest.raises(SystemExit):
         transfer.bayrn_command(args, 7, str(other))
+    # --reuse-search: the final policy only, from the candidates of another table's search of the same seed
+    reuse = transfer.Args(**{**vars(args), "reuse_search": "searched", "runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(SystemExit):
+        transfer.bayrn_command(reuse, 7, str(tmp_path / "reuse"))  # that table has no search of seed 7
+    searched = tmp_path / "runs" / "searched" / "bayrn" / "seed7" / "CustomHopper-udr__bayrn_hopper__7__2"
+    searched.mkdir(parents=True)
+    fresh = transfer.bayrn_command(reuse, 7, str(tmp_path / "reuse"))
+    assert fresh[fresh.index("--search-from") + 1] == str(searched)
 
 
 def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
