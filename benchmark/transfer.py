@@ -173,7 +173,9 @@ def train_rows(args: Args) -> list[dict]:
                      "eval_episodes": result["target"]["episodes"],
                      # BayRn: the target episodes its loop spent choosing phi*
                      "loop_target_episodes": result.get("target_episodes_used", 0),
-                     "wall_seconds": round(jobs[domain, seed, scale]["wall_seconds"], 1),
+                     # a BayRn job may have resumed a search: its own clock counts every candidate once
+                     "wall_seconds": round(result["loop_seconds"] + result["final_seconds"] if domain == "bayrn"
+                                           else jobs[domain, seed, scale]["wall_seconds"], 1),
                      "commit": jobs[domain, seed, scale].get("commit", "unknown")})
     return rows
 
@@ -301,7 +303,7 @@ def plot_search(history: list[dict], result: dict, path: str) -> None:
 
 def write_summary(table: dict, domains: list[str], rows: list[dict], searches: dict, args: Args) -> None:
     commits = sorted({str(r["commit"]) for r in rows})
-    made = (f"Made by `python benchmark/transfer.py {' '.join(sys.argv[1:])}` from runs at commit {', '.join(commits)}, on "
+    made = (f"Made by `python benchmark/transfer.py {shlex.join(sys.argv[1:])}` from runs at commit {', '.join(commits)}, on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
     lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
