@@ -1,16 +1,15 @@
-"""bayrn_hopper: the GP and acquisitions on known functions, box scaling and feasibility, the inner
-learner (the same as udr_hopper's), resume, a tiny end-to-end run, bad input."""
+"""bayrn_hopper: the GP, the acquisitions and phi* on known functions, box scaling and feasibility, the
+inner learner (the same as udr_hopper's), seeds, warm start, a tiny end-to-end run with its final
+policy, resume and reuse of a search."""
 
 import json
 import math
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
 from gymnasium.wrappers.utils import RunningMeanStd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.quasirandom import SobolEngine
@@ -19,7 +18,6 @@ from torch.utils.tensorboard import SummaryWriter
 import bayrn_hopper as bayrn
 import udr_hopper
 
-ROOT = Path(__file__).resolve().parent.parent
 BOX = (torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))  # one (low, high) pair
 
 
@@ -100,10 +98,6 @@ def test_inner_learner_trains_exactly_like_udr_hopper(tmp_path):
     assert np.array_equal(ours_rms.mean, theirs_rms.mean)
 
 
-def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "bayrn_hopper.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=False)
-
 
 TINY = ["--num-init", "2", "--iterations", "1", "--inner-timesteps", "2048", "--target-episodes", "2",
         "--source-episodes", "1", "--eval-episodes", "2", "--gp-iters", "50", "--final-timesteps", "1024"]
@@ -112,7 +106,7 @@ TINY = ["--num-init", "2", "--iterations", "1", "--inner-timesteps", "2048", "--
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("runs")
-    result = run(*TINY, "--log-dir", str(log_dir))
+    result = run_script("bayrn_hopper.py", *TINY, "--log-dir", str(log_dir))
     assert result.returncode == 0, result.stderr
     (run_dir,) = log_dir.iterdir()
     return run_dir
@@ -144,9 +138,8 @@ def test_tiny_run_writes_history_eval_model_and_tags(tiny_run):
 
 def test_udr_hopper_replays_the_final_evaluation(tiny_run, tmp_path):
     final = json.loads((tiny_run / "eval.json").read_text())
-    result = subprocess.run([sys.executable, str(ROOT / "udr_hopper.py"), "--checkpoint", str(tiny_run / "model.pt"),
-                             "--seed", str(final["final_seed"]), "--eval-episodes", "2", "--log-dir", str(tmp_path),
-                             "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    result = run_script("udr_hopper.py", "--checkpoint", str(tiny_run / "model.pt"), "--seed", str(final["final_seed"]),
+                        "--eval-episodes", "2", "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (run_dir,) = tmp_path.iterdir()
     again = json.loads((run_dir / "eval.json").read_text())
@@ -209,7 +202,7 @@ def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path
     lines = (resumed / bayrn.HISTORY).read_text().splitlines()
     (resumed / bayrn.HISTORY).write_text("\n".join(lines[:2]) + "\n")  # as if stopped after 2 candidates
     (resumed / "eval.json").unlink()
-    result = run("--resume", str(resumed))
+    result = run_script("bayrn_hopper.py", "--resume", str(resumed))
     assert result.returncode == 0, result.stderr
     again = [json.loads(line) for line in (resumed / bayrn.HISTORY).read_text().splitlines()]
     original = [json.loads(line) for line in lines]
@@ -221,7 +214,8 @@ def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path
 
 
 def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(tiny_run, tmp_path):
-    result = run(*TINY, "--search-from", str(tiny_run), "--final-init", "scratch", "--log-dir", str(tmp_path))
+    result = run_script("bayrn_hopper.py", *TINY, "--search-from", str(tiny_run), "--final-init", "scratch",
+                        "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "candidate 0:" not in result.stdout  # nothing searched again
     (again,) = tmp_path.iterdir()
@@ -229,12 +223,13 @@ def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(t
     first, second = (json.loads((d / "eval.json").read_text()) for d in (tiny_run, again))
     assert second["final_init"] == "scratch" and second["phi_star"] == first["phi_star"]
     assert second["target"]["returns"] != first["target"]["returns"]  # another policy on the same episodes
-    refused = run(*TINY, "--search-from", str(tiny_run), "--target-episodes", "3", "--log-dir", str(tmp_path / "no"))
+    refused = run_script("bayrn_hopper.py", *TINY, "--search-from", str(tiny_run), "--target-episodes", "3",
+                         "--log-dir", str(tmp_path / "no"))
     assert refused.returncode == 2 and "--target-episodes" in refused.stderr and not (tmp_path / "no").exists()
 
 
 def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, tmp_path):
-    result = run(*TINY, "--log-dir", str(tmp_path))
+    result = run_script("bayrn_hopper.py", *TINY, "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (again,) = tmp_path.iterdir()
     keep = ("phi", "target_returns", "source_return", "train_return_last100", "target_episodes_used")

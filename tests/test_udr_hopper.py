@@ -2,28 +2,21 @@
 training run really sees (read back from TensorBoard), checkpoints, bad input."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
 from gymnasium.wrappers.utils import RunningMeanStd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import hopper_envs
 import udr_hopper
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE = hopper_envs.nominal_masses("source")
 TARGET = hopper_envs.nominal_masses("target")
 BOUNDS = {"thigh": (3.0, 5.0), "leg": (2.0, 2.5)}  # foot not named: stays at the source mass
 
-
-def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "udr_hopper.py"), "--no-progress", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_mass_scale_is_relative_to_the_source_masses():
@@ -55,8 +48,8 @@ def test_evaluation_runs_on_the_right_masses(domain):
 @pytest.fixture(scope="module")
 def udr_run(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("runs")
-    result = run("--total-timesteps", "4096", "--eval-episodes", "2", "--log-dir", str(log_dir),
-                 "--mass-low", "thigh", "3.0", "leg", "2.0", "--mass-high", "thigh", "5.0", "leg", "2.5")
+    result = run_script("udr_hopper.py", "--total-timesteps", "4096", "--eval-episodes", "2", "--log-dir", str(log_dir),
+                        "--mass-low", "thigh", "3.0", "leg", "2.0", "--mass-high", "thigh", "5.0", "leg", "2.5")
     assert result.returncode == 0, result.stderr
     (run_dir,) = log_dir.iterdir()
     return run_dir
@@ -87,7 +80,8 @@ def test_eval_json_holds_both_domains_and_the_bounds(udr_run):
 
 
 def test_checkpoint_reproduces_the_evaluation(udr_run, tmp_path):
-    result = run("--checkpoint", str(udr_run / "model.pt"), "--eval-episodes", "2", "--log-dir", str(tmp_path))
+    result = run_script("udr_hopper.py", "--checkpoint", str(udr_run / "model.pt"), "--eval-episodes", "2",
+                        "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (eval_dir,) = tmp_path.iterdir()
     evaluated, trained = (json.loads((d / "eval.json").read_text()) for d in (eval_dir, udr_run))
