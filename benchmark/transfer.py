@@ -65,9 +65,11 @@ class Args:
     bayrn_iterations: int = 5
     """bayrn_hopper.py --iterations (target episodes in the loop: --target-episodes x (init + iterations))"""
     bayrn_args: str = ""
-    """more flags for bayrn_hopper.py, e.g. "--bayrn-args=--common-seed --target-episodes 10" (with =; give each set its own --name)"""
+    """more flags for bayrn_hopper.py, e.g. "--bayrn-args=--common-seed --target-episodes 10" (with =;
+    give each set its own --name)"""
     reuse_search: str | None = None
-    """BayRn rows: take each seed's candidates from the finished search of this table name (bayrn_hopper.py --search-from) and only train the final policy"""
+    """BayRn rows: take each seed's candidates from the finished search of this table name
+    (bayrn_hopper.py --search-from) and only train the final policy"""
     jobs: int = 2
     """runs at once (the machine has 2 cores)"""
     name: str = "transfer-hopper"
@@ -86,7 +88,10 @@ def run_seed(label: int, row: int) -> int:
 
 
 def command(args: Args, domain: str, seed: int, scale: float | None, log_dir: str) -> list[str]:
-    row = ("source", "target", "udr").index(domain) if scale in (None, args.mass_scale) else 3 + args.mass_scales.index(scale)
+    if scale in (None, args.mass_scale):
+        row = ("source", "target", "udr").index(domain)
+    else:
+        row = 3 + args.mass_scales.index(scale)
     extra = ["--mass-scale", str(scale)] if scale is not None else []
     return [sys.executable, os.path.join(ROOT, "udr_hopper.py"), "--no-progress", "--train-domain", domain,
             "--seed", str(run_seed(seed, row)), "--total-timesteps", str(args.total_timesteps),
@@ -129,7 +134,8 @@ def bayrn_command(args: Args, seed: int, job_dir: str) -> list[str]:
         print(f"error: {os.path.dirname(started[0])} was started with {wrong}, this table needs {wanted}; "
               "move it away or match the flags", file=sys.stderr)
         sys.exit(2)
-    return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--resume", os.path.dirname(started[0])]
+    return [sys.executable, os.path.join(ROOT, "bayrn_hopper.py"), "--no-progress", "--resume",
+            os.path.dirname(started[0])]
 
 
 def train_rows(args: Args) -> list[dict]:
@@ -159,7 +165,8 @@ def train_rows(args: Args) -> list[dict]:
         shutil.copy(os.path.join(run_dir, "model.pt"), policy_path(args, domain, scale, seed))
         if domain == "bayrn":  # keep each search beside the table: its candidates and its result
             for source, ext in (("bayrn_history.jsonl", "jsonl"), ("eval.json", "json")):
-                shutil.copy(os.path.join(run_dir, source), os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.{ext}"))
+                shutil.copy(os.path.join(run_dir, source),
+                            os.path.join(args.results_dir, f"{args.name}-bayrn-seed{seed}.{ext}"))
         cmd = commands[domain, seed, scale]
         rows.append({"train_domain": domain, "mass_scale": scale, "seed": seed,
                      # the --seed of the run that trained the final policy (udr_hopper.py --checkpoint --seed
@@ -209,7 +216,8 @@ def reevaluate(args: Args) -> list[dict]:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(again, rows))
     for row, result in zip(rows, results):
-        print(f"{label(row['train_domain'], row['mass_scale'], args)} seed {row['seed']}: target {row['target_mean']} -> "
+        print(f"{label(row['train_domain'], row['mass_scale'], args)} seed {row['seed']}: "
+              f"target {row['target_mean']} -> "
               f"{result['target']['mean']:.1f}, source {row['source_mean']} -> {result['source']['mean']:.1f}")
         for domain in ("source", "target"):
             row[f"{domain}_mean"], row[f"{domain}_std"] = (round(result[domain][k], 1) for k in ("mean", "std"))
@@ -303,11 +311,13 @@ def plot_search(history: list[dict], result: dict, path: str) -> None:
 
 def write_summary(table: dict, domains: list[str], rows: list[dict], searches: dict, args: Args) -> None:
     commits = sorted({str(r["commit"]) for r in rows})
-    made = (f"Made by `python benchmark/transfer.py {shlex.join(sys.argv[1:])}` from runs at commit {', '.join(commits)}, on "
+    made = (f"Made by `python benchmark/transfer.py {shlex.join(sys.argv[1:])}` from runs at commit "
+            f"{', '.join(commits)}, on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
     lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
-             "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |", "|---|---|---|"]
+             "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |",
+             "|---|---|---|"]
     for d, e in (("source", "source"), ("source", "target"), ("target", "target"), ("target", "source"),
                  ("udr", "source"), ("udr", "target"), ("bayrn", "source"), ("bayrn", "target")):
         if (d, e) in table:
