@@ -149,7 +149,9 @@ def train_rows(args: Args) -> list[dict]:
     commands = {k: bayrn_command(args, k[1], job_dirs[k]) if k[0] == "bayrn" else command(args, *k, job_dirs[k])
                 for k in keys}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {k: pool.submit(run_job, commands[k], job_dirs[k]) for k in keys}
+        # Longest first (a BayRn search is ~10 runs), so that short runs fill the other core at the end.
+        longest_first = sorted(keys, key=lambda k: k[0] != "bayrn")
+        futures = {k: pool.submit(run_job, commands[k], job_dirs[k]) for k in longest_first}
         jobs = {k: f.result() for k, f in futures.items()}
     failed = [str(k) for k, job in jobs.items() if job["returncode"] != 0]
     if failed:
