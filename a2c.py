@@ -500,10 +500,12 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
                 logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
                 approx_kl = float((logratio.exp() - 1 - logratio).mean())
                 var_returns = b_returns.var()
-                explained_var = float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0 else float("nan")
+                explained_var = (float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0
+                                 else float("nan"))
             sps = int((global_step - first_step) / (time.time() - start))
-            for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps), ("losses/policy_loss", pg_loss.item()),
-                               ("losses/value_loss", v_loss.item()), ("losses/entropy", entropy.item()),
+            for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps),
+                               ("losses/policy_loss", pg_loss.item()), ("losses/value_loss", v_loss.item()),
+                               ("losses/entropy", entropy.item()),
                                ("losses/approx_kl", approx_kl), ("losses/explained_variance", explained_var)):
                 writer.add_scalar(tag, value, global_step)
             bar.update(global_step - first_step - bar.n)
@@ -542,7 +544,8 @@ def main(args: Args) -> dict:
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     start = time.time()
     if args.checkpoint:
         trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}

@@ -71,7 +71,8 @@ class Args:
     progress: bool = True
     """show a progress bar over the search's simulator steps (only when stderr is a terminal)"""
     phi_low: list[float] | None = None
-    """lower corner of the search box, 6 numbers in kg: thigh_low thigh_high leg_low leg_high foot_low foot_high (default: low ends 0.2 x source mass, high ends 1.0 x)"""
+    """lower corner of the search box, 6 numbers in kg: thigh_low thigh_high leg_low leg_high foot_low foot_high
+    (default: low ends 0.2 x source mass, high ends 1.0 x)"""
     phi_high: list[float] | None = None
     """upper corner of the search box, same order (default: low ends 1.0 x source mass, high ends 1.8 x)"""
     num_init: int = 5
@@ -85,9 +86,11 @@ class Args:
     source_episodes: int = 5
     """deterministic source episodes per candidate (logged, free: the source is a simulator)"""
     common_seed: bool = False
-    """every candidate trains and is scored with the same seeds (common random numbers), so that their differences come from phi"""
+    """every candidate trains and is scored with the same seeds (common random numbers), so that their
+    differences come from phi"""
     warm_start: bool = False
-    """train each candidate from the previous candidate's policy, normalizer and optimizer (the paper trains from scratch)"""
+    """train each candidate from the previous candidate's policy, normalizer and optimizer (the paper trains
+    from scratch)"""
     acquisition: str = "ucb"
     """ucb or ei (expected improvement)"""
     ucb_beta: float = 0.1
@@ -103,13 +106,15 @@ class Args:
     final_timesteps: int = 500_000
     """PPO steps of the final policy on U(phi*) (0: the final policy is the best candidate's, untouched)"""
     final_init: Literal["best", "scratch"] = "best"
-    """start the final policy from the candidate with the highest posterior mean (best) or from a fresh network (scratch)"""
+    """start the final policy from the candidate with the highest posterior mean (best) or from a fresh
+    network (scratch)"""
     eval_episodes: int = 100
     """final deterministic episodes on target and on source"""
     resume: str | None = None
     """continue this run directory from its bayrn_history.jsonl (with its saved settings)"""
     search_from: str | None = None
-    """a finished search's run directory: reuse its candidates (same search settings required) and only make the final policy (--final-* flags)"""
+    """a finished search's run directory: reuse its candidates (same search settings required) and only make
+    the final policy (--final-* flags)"""
     log_dir: str = "runs"
     """where run directories are created"""
     learning_rate: float = 3e-4
@@ -433,7 +438,8 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
                 mb_adv = b_advantages[mb]
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 # Eq. 7 of the PPO paper: -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
-                pg_loss = -torch.min(ratio * mb_adv, ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef) * mb_adv).mean()
+                clipped = ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = -torch.min(ratio * mb_adv, clipped * mb_adv).mean()
                 new_value = agent.value(b_obs[mb])
                 v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
                 v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
@@ -480,10 +486,12 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
              "(give masses in kg)")
     for k, name in enumerate(PHI_NAMES):
         if low[k] >= high[k]:
-            fail(f"search box has low >= high for {name}: {low[k]:.3f} >= {high[k]:.3f} (give --phi-low below --phi-high)")
+            fail(f"search box has low >= high for {name}: {low[k]:.3f} >= {high[k]:.3f} "
+                 "(give --phi-low below --phi-high)")
     pairs_low, pairs_high = low.reshape(-1, 2), high.reshape(-1, 2)
     if (pairs_low[:, 0] > pairs_high[:, 1]).any():
-        fail("the box allows no (low <= high) distribution for some body (its low end's range lies above its high end's)")
+        fail("the box allows no (low <= high) distribution for some body "
+             "(its low end's range lies above its high end's)")
     if args.acquisition not in ACQUISITIONS:
         fail(f"unknown acquisition {args.acquisition!r} (choose one of {', '.join(ACQUISITIONS)})")
     check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"),
@@ -637,7 +645,8 @@ def reusable_search(args: Args) -> list[dict]:
              "(give the same search flags; only --final-* and --eval-episodes may differ)")
     history = load_history(args.search_from)
     if len(history) < args.num_init + args.iterations:
-        fail(f"{args.search_from} has {len(history)} of {args.num_init + args.iterations} candidates (finish it with --resume first)")
+        fail(f"{args.search_from} has {len(history)} of {args.num_init + args.iterations} candidates "
+             "(finish it with --resume first)")
     return history
 
 
@@ -662,13 +671,14 @@ def main(args: Args) -> dict:
             shutil.copytree(os.path.join(args.search_from, "policies"), os.path.join(run_dir, "policies"))
             write_history(run_dir, reused)
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     history = load_history(run_dir)
     candidates = args.num_init + args.iterations
     bar = tqdm(total=candidates * args.inner_timesteps + args.final_timesteps, unit="step",
                initial=len(history) * args.inner_timesteps, disable=not (args.progress and sys.stderr.isatty()))
-    init = repair(from_unit(SobolEngine(len(low), scramble=True, seed=args.seed).draw(args.num_init, dtype=torch.float64),
-                            low, high))
+    sobol = SobolEngine(len(low), scramble=True, seed=args.seed)
+    init = repair(from_unit(sobol.draw(args.num_init, dtype=torch.float64), low, high))
     for index in range(len(history), candidates):
         gp, acquisition = None, None
         if index < args.num_init:
@@ -692,10 +702,12 @@ def main(args: Args) -> dict:
     for domain in ("target", "source"):
         returns = evaluate(agent, obs_rms, domain, args.eval_episodes, final_seed + 10**6)
         result[domain] = {"mean": float(np.mean(returns)) if returns else None,
-                          "std": float(np.std(returns)) if returns else None, "episodes": len(returns), "returns": returns}
+                          "std": float(np.std(returns)) if returns else None,
+                          "episodes": len(returns), "returns": returns}
         if returns:
             writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], len(history))
-    result |= {"final_seed": final_seed, "candidates": len(history), "target_episodes_used": history[-1]["target_episodes_used"],
+    result |= {"final_seed": final_seed, "candidates": len(history),
+               "target_episodes_used": history[-1]["target_episodes_used"],
                "simulator_steps": len(history) * args.inner_timesteps + args.final_timesteps,
                "loop_seconds": sum(r["seconds"] for r in history), "final_seconds": time.time() - start}
     with open(os.path.join(run_dir, "eval.json"), "w") as f:

@@ -253,7 +253,8 @@ class OUNoise:
         self.x[:] = 0.0
 
     def __call__(self) -> np.ndarray:
-        self.x += -self.theta * self.x * self.dt + self.sigma * np.sqrt(self.dt) * self.rng.standard_normal(self.x.shape)
+        noise = self.rng.standard_normal(self.x.shape)
+        self.x += -self.theta * self.x * self.dt + self.sigma * np.sqrt(self.dt) * noise
         return self.x
 
 
@@ -463,7 +464,8 @@ def main(args: Args) -> dict:
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     start = time.time()
     if args.checkpoint:
         trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}

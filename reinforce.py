@@ -242,7 +242,8 @@ def policy_weights(returns: torch.Tensor, values: torch.Tensor | None, baseline:
     return weights
 
 
-def reinforce_loss(dist: torch.distributions.Distribution, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def reinforce_loss(dist: torch.distributions.Distribution, actions: torch.Tensor,
+                   weights: torch.Tensor) -> torch.Tensor:
     """-mean_t[log pi(a_t|s_t) Phi_t], whose gradient is minus the REINFORCE estimate (per step).
 
     dist: pi(.|s_t) with batch shape (B,) (Agent.dist of the batch's observations), actions (B, ...)
@@ -536,7 +537,8 @@ def main(args: Args) -> dict:
 
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     start = time.time()
     if args.checkpoint:
         trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}

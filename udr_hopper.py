@@ -144,7 +144,8 @@ def mass_bounds(args: Args) -> dict[str, tuple[float, float]] | None:
             raise ValueError("give either --mass-low/--mass-high or --mass-scale, not both")
         low, high = args.mass_low or {}, args.mass_high or {}
         if set(low) != set(high):
-            raise ValueError(f"--mass-low names {sorted(low)} but --mass-high names {sorted(high)} (name the same bodies)")
+            raise ValueError(f"--mass-low names {sorted(low)} but --mass-high names {sorted(high)} "
+                             "(name the same bodies)")
         unknown = sorted(set(low) - set(hopper_envs.RANDOMIZED_BODIES))
         if unknown:
             raise ValueError(f"unknown bodies {unknown} in the mass bounds (randomizable: thigh, leg, foot)")
@@ -521,9 +522,11 @@ def main(args: Args) -> dict:
         agent.load_state_dict(checkpoint["agent"])
         obs_rms = rms_from_tensors(checkpoint["obs_rms"])
 
-    run_dir = os.path.join(args.log_dir, f"CustomHopper-{args.train_domain}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    run_name = f"CustomHopper-{args.train_domain}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.log_dir, run_name)
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     start = time.time()
     if args.checkpoint:
         trained = {"global_step": int(checkpoint.get("global_step", 0)), "train_returns": [], "best": None}

@@ -5,12 +5,14 @@ are recorded in job.json beside its logs; a job with a job.json that exited 0 is
 so an interrupted benchmark resumes. With --peer, ours and the peer of the same seed are queued
 next to each other, so with --jobs 2 they run at the same time; with --paired as well, the next
 seed waits until both have finished, so each pair shares the machine with nothing else and
-their SPS ratio is a fair speed comparison (the peer, slower, runs alone at the end). Results: <results-dir>/<name>.csv (one row per run),
+their SPS ratio is a fair speed comparison (the peer, slower, runs alone at the end).
+Results: <results-dir>/<name>.csv (one row per run),
 <name>.md (the table, the command, commit, date and machine) and <name>.png (learning curves,
 mean +- std over seeds).
 
     python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 1000000 --seeds 1 2 3 --peer
-    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --paired --name ppo-Hopper-v4-speed
+    python benchmark/run.py --algo ppo --env-id Hopper-v4 --total-timesteps 100000 --seeds 1 2 3 --peer --paired \
+        --name ppo-Hopper-v4-speed
     python benchmark/run.py --algo ppo --seeds 1 --name ppo-Hopper-v4-evalfreq0 "--script-args=--eval-freq 0"
 """
 
@@ -38,8 +40,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py", "a2c": "a2c.py", "reinforce": "reinforce.py", "ddpg": "ddpg.py"}
-PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO", "a2c": "SB3 A2C", "ddpg": "SB3 DDPG"}  # REINFORCE has no SB3 peer
+SCRIPTS = {"ppo": "ppo_continuous.py", "trpo": "trpo.py", "a2c": "a2c.py", "reinforce": "reinforce.py",
+           "ddpg": "ddpg.py"}
+# REINFORCE has no Stable-Baselines3 peer
+PEERS = {"ppo": "SB3 PPO", "trpo": "sb3-contrib TRPO", "a2c": "SB3 A2C", "ddpg": "SB3 DDPG"}
 
 
 @dataclass
@@ -170,7 +174,8 @@ def main(args: Args) -> None:
     jobs = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for batch in batches:
-            futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key]) for key in batch}
+            futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key])
+                       for key in batch}
             jobs.update({key: future.result() for key, future in futures.items()})
     failed = [f"{impl} seed {seed}" for (impl, seed), job in jobs.items() if job["returncode"] != 0]
     if failed:
@@ -247,7 +252,8 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
         loads = [r["loadavg_at_start"] for r in rows]
         load = "not recorded" if None in loads else ", ".join(f"{x:.1f}" for x in loads)
         lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (ours and the peer of a seed run side by side, "
-                       f"under the same load): {', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}. "
+                       f"under the same load): {', '.join(f'{r:.2f}' for r in ratios)}; "
+                       f"median {np.median(ratios):.2f}. "
                        f"1-minute load average as each run started: {load}.")]
     elif len(impls) == 2:
         lines += ["", "SPS here is measured while other runs share the machine; compare speed with a --paired run."]

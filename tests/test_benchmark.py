@@ -25,7 +25,8 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     with open(tmp_path / "results" / "tiny.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["impl"] == "ours" and row["seed"] == "1" and row["eval_episodes"] == "2"
-    for column in ("train_return_last100", "train_return_best100", "eval_mean", "eval_std", "sps", "wall_seconds", "peak_rss_mb"):
+    for column in ("train_return_last100", "train_return_best100", "eval_mean", "eval_std", "sps", "wall_seconds",
+                   "peak_rss_mb"):
         assert float(row[column]) >= 0, column
     assert float(row["sps"]) > 0 and float(row["peak_rss_mb"]) > 50  # a python + torch process
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -74,7 +75,8 @@ def test_trpo_step_equals_sb3_contrib_with_its_kl_averaged_over_action_dims():
 
 def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
     command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048", "--seeds", "1",
-               "--mass-scales", "0.5", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2", "--bayrn-iterations", "1",
+               "--mass-scales", "0.5", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2",
+               "--bayrn-iterations", "1",
                "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
@@ -157,7 +159,8 @@ def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
                "--updates", "5", "--repeats", "1", "--bf16", "--sb3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in result.stdout.splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in line.strip("|").split("|")]
+             for line in result.stdout.splitlines() if line.startswith("| ")]
     rows = {name: (float(ms), float(mflop)) for name, ms, mflop, _ in cells[1:]}
     assert set(rows) == {"env step + buffer add", "actor inference (1 obs)", "ddpg.update (fp32)",
                          "reference: one 256 x 256 product", "ddpg.update (bf16 autocast)",
@@ -165,6 +168,7 @@ def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     assert all(ms > 0 for ms, _ in rows.values())
     assert rows["env step + buffer add"][1] == 0 and rows["reference: one 256 x 256 product"][1] == 33.6  # 2 x 256^3
     # the same products under autocast; SB3 adds the critic's weight gradients in its actor step
-    assert rows["ddpg.update (bf16 autocast)"][1] == rows["ddpg.update (fp32)"][1] < rows["SB3 DDPG train(gradient_steps=1)"][1]
+    fp32, bf16 = rows["ddpg.update (fp32)"][1], rows["ddpg.update (bf16 autocast)"][1]
+    assert bf16 == fp32 < rows["SB3 DDPG train(gradient_steps=1)"][1]
     assert "x faster." in result.stdout
     assert "aten::addmm" in result.stdout  # the profile of the linear layers inside ddpg.update

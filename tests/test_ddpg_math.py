@@ -155,16 +155,16 @@ def test_update_is_critic_step_then_actor_step_on_the_new_critic_then_polyak():
             for pt, ps in zip(target.parameters(), source.parameters()):
                 pt.copy_(tau * ps + (1 - tau) * pt)
 
-    ddpg.update(batch, *nets, torch.optim.SGD(nets[0].parameters(), lr=lr), torch.optim.SGD(nets[1].parameters(), lr=lr),
-                gamma=gamma, tau=tau)
+    sgd = [torch.optim.SGD(net.parameters(), lr=lr) for net in nets[:2]]
+    ddpg.update(batch, *nets, *sgd, gamma=gamma, tau=tau)
     for expected, got in zip((actor, critic, actor_target, critic_target), nets):
         for pe, pg in zip(expected.parameters(), got.parameters()):
             assert torch.allclose(pe, pg, atol=1e-6)
 
     # update_actor=False (a delayed policy update) moves the critic only
     frozen = [copy.deepcopy(n) for n in (nets[0], nets[2], nets[3])]
-    ddpg.update(batch, *nets, torch.optim.SGD(nets[0].parameters(), lr=lr), torch.optim.SGD(nets[1].parameters(), lr=lr),
-                gamma=gamma, tau=tau, update_actor=False)
+    sgd = [torch.optim.SGD(net.parameters(), lr=lr) for net in nets[:2]]
+    ddpg.update(batch, *nets, *sgd, gamma=gamma, tau=tau, update_actor=False)
     for before, after in zip(frozen, (nets[0], nets[2], nets[3])):
         assert all(torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
 

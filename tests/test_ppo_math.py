@@ -104,7 +104,8 @@ def test_normalizer_update_freeze_save_load_round_trip(tmp_path):
     assert normalized.dtype == torch.float32
     assert np.array_equal(obs_rms.mean, before[0]) and np.array_equal(obs_rms.var, before[1])
     assert obs_rms.count == before[2]  # normalizing never updates (frozen unless update() is called)
-    assert torch.allclose(normalized, torch.from_numpy(((probe - both.mean(0)) / both.std(0)).astype(np.float32)), atol=1e-3)
+    expected = ((probe - both.mean(0)) / both.std(0)).astype(np.float32)
+    assert torch.allclose(normalized, torch.from_numpy(expected), atol=1e-3)
     assert ppo.normalize_obs(np.full((1, 4), 1e6), obs_rms).max().item() == 10.0  # clipped
 
     path = tmp_path / "model.pt"
