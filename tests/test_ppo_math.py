@@ -1,9 +1,8 @@
-"""ppo_continuous: GAE, the surrogate objectives, the KL coefficient rule, the normalizer."""
+"""ppo_continuous: GAE, the surrogate objectives and the KL coefficient rule (the update itself:
+test_ppo_update.py; the observation normalizer of every script: test_normalize_obs.py)."""
 
-import numpy as np
 import pytest
 import torch
-from gymnasium.wrappers.utils import RunningMeanStd
 
 import ppo_continuous as ppo
 
@@ -65,51 +64,3 @@ def test_adaptive_kl_beta_halves_doubles_or_keeps():
     assert ppo.adapt_kl_beta(1.0, 0.006, kl_target=0.01) == 0.5  # < 0.01 / 1.5
     assert ppo.adapt_kl_beta(1.0, 0.016, kl_target=0.01) == 2.0  # > 0.01 * 1.5
     assert ppo.adapt_kl_beta(1.0, 0.014, kl_target=0.01) == 1.0
-
-
-@pytest.mark.parametrize("surrogate", ppo.SURROGATES)
-def test_a_step_on_the_surrogate_raises_the_probability_of_good_actions(surrogate):
-    # Positive advantage for every sampled action: descending the loss must make them likelier.
-    torch.manual_seed(0)
-    agent = ppo.Agent(4, 2)
-    obs = torch.randn(32, 4)
-    with torch.no_grad():
-        dist = agent.dist(obs)
-        actions = dist.sample()
-        old_logprob = dist.log_prob(actions).sum(-1)
-    new_dist = agent.dist(obs)
-    ratio = (new_dist.log_prob(actions).sum(-1) - old_logprob).exp()
-    loss = ppo.policy_loss(surrogate, ratio, torch.ones(32), torch.zeros(32), 0.2, 1.0)
-    loss.backward()
-    with torch.no_grad():
-        for p in agent.parameters():
-            if p.grad is not None:
-                p -= 0.01 * p.grad
-        assert agent.dist(obs).log_prob(actions).sum(-1).mean() > old_logprob.mean()
-
-
-def test_normalizer_update_freeze_save_load_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(3.0, 2.0, size=(50, 4)), rng.normal(-1.0, 0.5, size=(70, 4))
-    obs_rms = RunningMeanStd(shape=(4,))
-    obs_rms.update(a)
-    obs_rms.update(b)
-    both = np.concatenate([a, b])
-    assert np.allclose(obs_rms.mean, both.mean(0), atol=1e-4)
-    assert np.allclose(obs_rms.var, both.var(0), atol=1e-4)
-
-    probe = rng.normal(size=(5, 4))
-    before = obs_rms.mean.copy(), obs_rms.var.copy(), obs_rms.count
-    normalized = ppo.normalize_obs(probe, obs_rms)
-    assert normalized.dtype == torch.float32
-    assert np.array_equal(obs_rms.mean, before[0]) and np.array_equal(obs_rms.var, before[1])
-    assert obs_rms.count == before[2]  # normalizing never updates (frozen unless update() is called)
-    expected = ((probe - both.mean(0)) / both.std(0)).astype(np.float32)
-    assert torch.allclose(normalized, torch.from_numpy(expected), atol=1e-3)
-    assert ppo.normalize_obs(np.full((1, 4), 1e6), obs_rms).max().item() == 10.0  # clipped
-
-    path = tmp_path / "model.pt"
-    torch.save({"obs_rms": ppo.rms_to_tensors(obs_rms)}, path)
-    loaded = ppo.rms_from_tensors(torch.load(path, weights_only=True)["obs_rms"])
-    assert torch.equal(ppo.normalize_obs(probe, loaded), normalized)
-    assert loaded.count == obs_rms.count

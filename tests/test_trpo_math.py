@@ -75,8 +75,18 @@ def test_trpo_step_improves_the_surrogate_within_the_kl_bound():
     assert stats["charts/step_accepted"] == 1.0
     assert 0 < kl <= args.max_kl and kl == pytest.approx(stats["losses/kl"], rel=1e-4)
     assert improvement > 0 and improvement == pytest.approx(stats["losses/surrogate_improvement"], rel=1e-3)
-    # The full natural step is sized to the bound, so an accepted step uses most of it.
-    assert kl > 0.1 * args.max_kl
+
+
+def test_full_step_is_sized_so_that_its_quadratic_kl_is_max_kl():
+    # Appendix C: beta = sqrt(2 delta / s^T F s), so the KL's quadratic model 0.5 (beta s)^T F (beta s) is
+    # exactly delta. Without damping, the true KL of that step is delta up to third-order terms (0.93 delta
+    # on this batch), and the line search accepts it at once. A step sqrt(2) too short gives 0.46 delta; one
+    # too long exceeds delta and is only accepted after backtracking.
+    agent, obs, actions, advantages = batch()
+    args = trpo.Args(max_kl=0.01, cg_damping=0.0)
+    stats = trpo.trpo_step(agent, obs, actions, advantages, args)
+    assert stats["charts/line_search_steps"] == 1 and stats["charts/step_accepted"] == 1.0
+    assert 0.85 * args.max_kl < stats["losses/kl"] <= args.max_kl
 
 
 def scripted(results):
