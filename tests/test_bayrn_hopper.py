@@ -69,6 +69,13 @@ def test_unit_cube_round_trip_and_default_box():
     assert torch.allclose(bayrn.from_unit(u, low, high), phi)
 
 
+def test_repair_turns_an_unordered_pair_into_its_midpoint_and_keeps_ordered_ones():
+    phi = torch.tensor([[3.0, 1.0, 1.0, 2.0, 4.0, 4.0], [0.5, 0.7, 2.5, 1.5, 6.0, 5.0]], dtype=torch.float64)
+    expected = torch.tensor([[2.0, 2.0, 1.0, 2.0, 4.0, 4.0], [0.5, 0.7, 2.0, 2.0, 5.5, 5.5]], dtype=torch.float64)
+    assert torch.equal(bayrn.repair(phi), expected)
+    assert torch.equal(bayrn.repair(phi[0]), expected[0])  # one phi as well as a batch
+
+
 def test_every_proposal_lies_in_the_box_with_ordered_pairs():
     # A box whose low and high ranges overlap, so that unrepaired points could have low > high.
     low, high = torch.tensor([1.0, 1.5] * 3, dtype=torch.float64), torch.tensor([3.0, 3.5] * 3, dtype=torch.float64)

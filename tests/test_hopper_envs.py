@@ -105,10 +105,22 @@ def test_set_mass_bounds_on_a_live_vector_env_applies_from_the_next_reset():
         assert (masses["thigh"], masses["leg"], masses["foot"]) == (1.0, 2.0, 3.0)
 
 
-def test_set_masses_changes_the_model():
+def test_set_masses_scales_each_bodys_inertia_by_its_mass_ratio_and_nothing_else():
+    # A randomized body keeps its shape: its inertia tensor (principal moments) scales with its mass.
     env = make("target")
-    hopper_envs.set_masses(env, {"foot": 4.0})
-    assert hopper_envs.get_masses(env)["foot"] == 4.0
+    model = env.unwrapped.model
+    before_mass, before_inertia = model.body_mass.copy(), model.body_inertia.copy()
+    foot, leg = model.body("foot").id, model.body("leg").id
+    hopper_envs.set_masses(env, {"foot": 4.0, "leg": 1.5})
+    assert hopper_envs.get_masses(env)["foot"] == 4.0 and model.body_mass[foot] == 4.0
+    for body, mass in ((foot, 4.0), (leg, 1.5)):
+        assert np.allclose(model.body_inertia[body], before_inertia[body] * mass / before_mass[body], rtol=1e-12)
+    others = [i for i in range(model.nbody) if i not in (foot, leg)]
+    assert np.array_equal(model.body_inertia[others], before_inertia[others])
+    assert np.array_equal(model.body_mass[others], before_mass[others])
+    # Setting a mass back restores the inertia: the scaling is relative to the current mass, not the XML's.
+    hopper_envs.set_masses(env, {"foot": float(before_mass[foot]), "leg": float(before_mass[leg])})
+    assert np.allclose(model.body_inertia, before_inertia, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
