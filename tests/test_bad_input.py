@@ -150,6 +150,7 @@ def test_the_table_covers_every_script_many_times():
     ("ddpg.py", ["--tau", "0"], "--tau"),
     ("bayrn_hopper.py", ["--resume", "no/such/run"], "cannot resume"),
 ])
+@pytest.mark.slow
 def test_a_real_command_line_is_refused_the_same_way(script, args, words, tmp_path):
     result = run_script(script, *args, "--log-dir", str(tmp_path / "runs"))
     assert result.returncode == 2
@@ -158,6 +159,7 @@ def test_a_real_command_line_is_refused_the_same_way(script, args, words, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--total-timesteps", "abc"], ["--no-such-flag", "1"]])
 def test_a_command_line_tyro_cannot_parse_ends_without_a_traceback(args, tmp_path):
     result = run_script("ppo_continuous.py", *args, "--log-dir", str(tmp_path / "runs"))

@@ -90,6 +90,7 @@ def test_every_proposal_lies_in_the_box_with_ordered_pairs():
             assert (phi[0::2] <= phi[1::2]).all()
 
 
+@pytest.mark.slow
 def test_inner_learner_trains_exactly_like_udr_hopper(tmp_path):
     bounds = {"thigh": (3.0, 5.0), "leg": (2.0, 3.0), "foot": (4.0, 6.0)}
     with SummaryWriter(tmp_path) as writer:
@@ -119,6 +120,7 @@ def tiny_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_history_eval_model_and_tags(tiny_run):
     history = [json.loads(line) for line in (tiny_run / bayrn.HISTORY).read_text().splitlines()]
     assert [r["index"] for r in history] == [0, 1, 2]
@@ -143,6 +145,7 @@ def test_tiny_run_writes_history_eval_model_and_tags(tiny_run):
         assert tag in tags, tag
 
 
+@pytest.mark.slow
 def test_udr_hopper_replays_the_final_evaluation(tiny_run, tmp_path):
     final = json.loads((tiny_run / "eval.json").read_text())
     result = run_script("udr_hopper.py", "--checkpoint", str(tiny_run / "model.pt"), "--seed", str(final["final_seed"]),
@@ -203,6 +206,7 @@ def test_warm_start_continues_the_previous_candidates_policy(tmp_path):
     assert float(second["obs_rms"]["count"]) == pytest.approx(float(first["obs_rms"]["count"]))
 
 
+@pytest.mark.slow
 def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(tiny_run, resumed)
@@ -220,6 +224,7 @@ def test_resume_continues_with_exactly_the_missing_candidates(tiny_run, tmp_path
     assert (resumed / "eval.json").exists()
 
 
+@pytest.mark.slow
 def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(tiny_run, tmp_path):
     result = run_script("bayrn_hopper.py", *TINY, "--search-from", str(tiny_run), "--final-init", "scratch",
                         "--log-dir", str(tmp_path))
@@ -235,6 +240,7 @@ def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(t
     assert refused.returncode == 2 and "--target-episodes" in refused.stderr and not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, tmp_path):
     result = run_script("bayrn_hopper.py", *TINY, "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr

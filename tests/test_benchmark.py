@@ -6,14 +6,14 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
-pytestmark = pytest.mark.extras  # .ci/run runs these after installing benchmark/requirements.txt
-ROOT = Path(__file__).resolve().parent.parent
+# .ci/run runs these after installing benchmark/requirements.txt
+pytestmark = [pytest.mark.extras, pytest.mark.slow]
 
 
 def test_harness_runs_ours_and_writes_results(tmp_path):

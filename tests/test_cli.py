@@ -8,6 +8,8 @@ import torch
 from conftest import run_script, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+pytestmark = pytest.mark.slow
+
 STEPS = 5000  # not a multiple of any script's batch: the budget must still be met exactly
 COMMON_TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
                "eval/episodic_return", "eval/episodic_return_std"]

@@ -13,6 +13,8 @@ import ppo_continuous
 import reinforce
 import trpo
 
+pytestmark = pytest.mark.slow
+
 CHECKS = [  # module, env id, training steps, extra Args, evaluation threshold
     (ppo_continuous, "InvertedPendulum-v4", 30_720, {}, 900),
     (trpo, "InvertedPendulum-v4", 30_720, {}, 900),

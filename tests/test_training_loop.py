@@ -142,6 +142,7 @@ def training_curve(module, log_dir, **extra) -> list[tuple[int, float]]:
     return scalars(run_dir, "charts/episodic_return")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", list(RUNS), ids=lambda m: m.__name__)
 def test_same_seed_same_training_and_evaluating_during_training_changes_nothing(module, tmp_path):
     first = training_curve(module, tmp_path / "a", eval_freq=0)

@@ -55,6 +55,7 @@ def udr_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_training_masses_change_every_episode_within_bounds_and_torso_stays(udr_run):
     events = EventAccumulator(str(udr_run), size_guidance={"scalars": 0})
     events.Reload()
@@ -69,6 +70,7 @@ def test_training_masses_change_every_episode_within_bounds_and_torso_stays(udr_
         assert tag in events.Tags()["scalars"], tag
 
 
+@pytest.mark.slow
 def test_eval_json_holds_both_domains_and_the_bounds(udr_run):
     result = json.loads((udr_run / "eval.json").read_text())
     assert result["train_domain"] == "udr" and result["global_step"] == 4096
@@ -79,6 +81,7 @@ def test_eval_json_holds_both_domains_and_the_bounds(udr_run):
         assert result[domain]["masses"] == pytest.approx(masses)
 
 
+@pytest.mark.slow
 def test_checkpoint_reproduces_the_evaluation(udr_run, tmp_path):
     result = run_script("udr_hopper.py", "--checkpoint", str(udr_run / "model.pt"), "--eval-episodes", "2",
                         "--log-dir", str(tmp_path))
