@@ -1,6 +1,6 @@
 """Render one deterministic episode of a trained ppo_continuous.py model to a small GIF (for the README).
 
-    python benchmark/hopper_gif.py --checkpoint runs/<run>/model.pt --out benchmark/results/ppo-Hopper-v4.gif
+    python benchmark/hopper_gif.py --checkpoint runs/<run>/model.pt --out benchmark/results/ppo/ppo-Hopper-v4.gif
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import ppo_continuous as ppo
 class Args:
     checkpoint: str
     """model.pt written by ppo_continuous.py"""
-    out: str = "benchmark/results/ppo-Hopper-v4.gif"
+    out: str = "benchmark/results/ppo/ppo-Hopper-v4.gif"
     """GIF to write"""
     env_id: str = "Hopper-v4"
     """environment the model was trained on"""

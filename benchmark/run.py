@@ -70,8 +70,8 @@ class Args:
     """more flags for our script, e.g. --script-args "--eval-freq 0" (not passed to the peer)"""
     runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
     """where each run's logs go (not committed)"""
-    results_dir: str = os.path.join(ROOT, "benchmark", "results")
-    """where the csv / md / png go (committed)"""
+    results_dir: str | None = None
+    """where the csv / md / png go (committed); default benchmark/results/<algo>"""
 
 
 def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
@@ -167,6 +167,7 @@ def main(args: Args) -> None:
         print(f"error: --algo {args.algo} has no Stable-Baselines3 peer (run it without --peer)", file=sys.stderr)
         sys.exit(2)
     name = args.name or f"{args.algo}-{args.env_id}"
+    args.results_dir = args.results_dir or os.path.join(ROOT, "benchmark", "results", args.algo)
     impls = ["ours", "peer"] if args.peer else ["ours"]
     queue = [(impl, seed) for seed in args.seeds for impl in impls]  # ours and peer of a seed side by side
     job_dirs = {key: os.path.join(args.runs_dir, name, key[0], f"seed{key[1]}") for key in queue}

@@ -76,7 +76,7 @@ class Args:
     """results file stem"""
     runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
     """where each run's logs go (not committed)"""
-    results_dir: str = os.path.join(ROOT, "benchmark", "results")
+    results_dir: str = os.path.join(ROOT, "benchmark", "results", "transfer")
     """where the csv / md / png go (committed)"""
     reevaluate: bool = False
     """train nothing: evaluate every policy of <name>.csv again (policies/<name>/) and rewrite the csv / md / png"""
