@@ -16,7 +16,7 @@ observation) are as in ppo_continuous.py.
 Defaults max_kl 0.03 and cg_damping 0.3 are the step that sb3-contrib's TRPO takes on Hopper with its
 target_kl 0.01 and damping 0.1 (the setting behind rl-zoo's Hopper results): it averages the KL
 over the 3 action dimensions instead of summing it, which scales both by 3. The two updates agree
-to 1e-6 on a shared batch (benchmark/check_trpo_step.py). On Hopper-v4, seed 1, 1M steps, mean
+to 1e-6 on a shared batch (tests/test_trpo_vs_sb3.py). On Hopper-v4, seed 1, 1M steps, mean
 deterministic return: 0.01 / 0.1 gave 1382 (50 episodes), 0.03 / 0.1 gave 1547, 0.03 / 0.3 gave 3521 (20 each).
 
     python trpo.py --env-id Hopper-v4

@@ -61,7 +61,7 @@ def trpo(env, args: Args) -> TRPO:
     steps x 0.8, value fn: 20 epochs of 16 minibatches (128), Adam lr 1e-3, gamma 0.99, lambda 0.95,
     normalized advantages, separate 64-64 tanh nets, log-std 0. sb3-contrib averages the KL over
     action dimensions where trpo.py sums it, so trpo.py's max_kl 0.03 and damping 0.3 are its
-    target_kl and cg_damping times act_dim (benchmark/check_trpo_step.py checks the equivalence)."""
+    target_kl and cg_damping times act_dim (tests/test_trpo_vs_sb3.py checks the equivalence)."""
     act_dim = env.action_space.shape[0]
     return TRPO("MlpPolicy", env, n_steps=1024, batch_size=128, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
                 cg_max_steps=10, cg_damping=0.3 / act_dim, line_search_shrinking_factor=0.8, line_search_max_iter=10,
