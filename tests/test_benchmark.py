@@ -170,3 +170,37 @@ def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     assert float(printed[1]) == pytest.approx(100 * share, abs=1.5)
     assert float(printed[2]) == pytest.approx(1 / share, rel=0.02)
     assert "aten::addmm" in result.stdout  # the profile of the linear layers inside ddpg.update
+
+
+def test_hopper_gif_reads_the_policy_from_the_checkpoint_file_alone(tmp_path):
+    import importlib.util
+
+    import torch
+    from gymnasium.wrappers.utils import RunningMeanStd
+    from PIL import Image
+
+    import ppo_continuous as ppo
+
+    torch.manual_seed(0)
+    agent, obs_rms = ppo.Agent(11, 3), RunningMeanStd(shape=(11,))
+    obs_rms.update(np.random.default_rng(0).normal(2.0, 3.0, size=(50, 11)))
+    torch.nn.init.normal_(agent.actor_mean[4].weight)  # a non-trivial mean action (the init scales it by 0.01)
+    path = tmp_path / "model.pt"
+    torch.save({"agent": agent.state_dict(), "obs_rms": ppo.rms_to_tensors(obs_rms)}, path)
+    spec = importlib.util.spec_from_file_location("hopper_gif", ROOT / "benchmark" / "hopper_gif.py")
+    hopper_gif = sys.modules["hopper_gif"] = importlib.util.module_from_spec(spec)  # dataclasses need it there
+    spec.loader.exec_module(hopper_gif)
+    policy = hopper_gif.deterministic_policy(str(path))
+    obs = np.random.default_rng(1).normal(0.0, 5.0, size=(11,))
+    obs[:2] = 100.0, -100.0  # beyond the +-10 clip once normalized
+    with torch.no_grad():
+        expected = agent.actor_mean(ppo.normalize_obs(obs[None], obs_rms))[0].numpy()
+    assert np.allclose(policy(obs), expected, atol=1e-6) and np.abs(expected).max() > 0.1
+
+    out = tmp_path / "hopper.gif"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "hopper_gif.py"), "--checkpoint", str(path),
+                             "--out", str(out), "--steps", "8", "--every", "4", "--size", "64"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as gif:
+        assert gif.n_frames == 2 and gif.size == (64, 64)
