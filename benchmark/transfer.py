@@ -7,7 +7,10 @@ T->T, T->S, UDR->S, UDR->T, BayRn->S, BayRn->T (mean +- std over seeds of each r
 evaluation), the sweep, and a grouped bar chart with error bars. Every run's final policy is
 copied to <results-dir>/policies/<name>/ (weights only; `udr_hopper.py --checkpoint` evaluates it).
 Runs go through benchmark/run.py's job runner: finished runs are reused, and a BayRn run that
-stopped part-way is continued with bayrn_hopper.py --resume, so it resumes.
+stopped part-way is continued with bayrn_hopper.py --resume, so it resumes. benchmark/runs/ is not
+committed, so a table also keeps the rows it published in <name>.csv with the same settings (budget,
+evaluation episodes, BayRn search) whose policies are in results/: a table can grow over sessions,
+e.g. --seeds 1 2 today and --seeds 1 2 3 tomorrow trains only seed 3.
 
 Seeds: the table's seed s is a label. No two runs share a training seed: udr_hopper.py runs get
 --seed = numpy SeedSequence(s, spawn_key=(2, row)).generate_state(1)[0] (row 0 source, 1 target,
@@ -138,13 +141,42 @@ def bayrn_command(args: Args, seed: int, job_dir: str) -> list[str]:
             os.path.dirname(started[0])]
 
 
+def search_settings(args: Args) -> str:
+    """The BayRn search a row comes from, as bayrn_hopper.py flags (the csv's bayrn_args column)."""
+    return f"--num-init {args.bayrn_init} --iterations {args.bayrn_iterations} {args.bayrn_args}".strip()
+
+
+def published_rows(args: Args) -> dict[tuple, dict]:
+    """Rows of <name>.csv made earlier with this table's settings whose policy (and, for BayRn, search) is
+    in the results directory, by (train domain, seed, mass scale). They are kept instead of trained
+    again, so a table can grow over several sessions although benchmark/runs/ is not kept."""
+    path = os.path.join(args.results_dir, f"{args.name}.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        rows = [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    kept = {}
+    for r in rows:
+        key = (r["train_domain"], r["seed"], r["mass_scale"])
+        same = (r["total_timesteps"] == args.total_timesteps and r["eval_episodes"] == args.eval_episodes
+                and os.path.exists(policy_path(args, r["train_domain"], r["mass_scale"], r["seed"])))
+        if r["train_domain"] == "bayrn":
+            same = same and r.get("bayrn_args") == search_settings(args) and os.path.exists(
+                os.path.join(args.results_dir, f"{args.name}-bayrn-seed{r['seed']}.json"))
+        if same:
+            kept[key] = r
+    return kept
+
+
 def train_rows(args: Args) -> list[dict]:
     """Run (or reuse) every run of the table; copy each final policy, and each BayRn search, to the
-    results directory. Returns one row per run."""
+    results directory. Returns one row per run: the new ones and every published one (published_rows)."""
     # (train domain, seed, mass scale); the udr rows use --mass-scale, the sweep the first seed.
     keys = [(d, s, args.mass_scale if d == "udr" else None) for s in args.seeds for d in args.rows]
     if "udr" in args.rows:
         keys += [("udr", args.seeds[0], m) for m in args.mass_scales if m != args.mass_scale]
+    published = published_rows(args)
+    keys = [k for k in keys if k not in published]
     job_dirs = {k: os.path.join(args.runs_dir, args.name, label(k[0], k[2], args), f"seed{k[1]}") for k in keys}
     commands = {k: bayrn_command(args, k[1], job_dirs[k]) if k[0] == "bayrn" else command(args, *k, job_dirs[k])
                 for k in keys}
@@ -157,7 +189,9 @@ def train_rows(args: Args) -> list[dict]:
     if failed:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
 
-    rows = []
+    rows = [r for k, r in published.items() if k not in job_dirs]
+    if rows:
+        print(f"kept {len(rows)} published rows of {args.name}.csv (their settings match this table's)")
     os.makedirs(os.path.join(args.results_dir, "policies", args.name), exist_ok=True)
     for (domain, seed, scale), job_dir in job_dirs.items():
         (path,) = glob.glob(os.path.join(job_dir, "*__*", "eval.json"))
@@ -175,6 +209,7 @@ def train_rows(args: Args) -> list[dict]:
                      # with it replays the evaluation below)
                      "train_seed": result["final_seed"] if domain == "bayrn" else int(cmd[cmd.index("--seed") + 1]),
                      "total_timesteps": args.total_timesteps,
+                     "bayrn_args": search_settings(args) if domain == "bayrn" else None,
                      "simulator_steps": result.get("simulator_steps", result.get("global_step")),
                      "train_return_last100": round(result["train_return_last100"], 1),
                      "source_mean": round(result["source"]["mean"], 1), "source_std": round(result["source"]["std"], 1),
@@ -186,7 +221,8 @@ def train_rows(args: Args) -> list[dict]:
                      "wall_seconds": round(result["loop_seconds"] + result["final_seconds"] if domain == "bayrn"
                                            else jobs[domain, seed, scale]["wall_seconds"], 1),
                      "commit": jobs[domain, seed, scale].get("commit", "unknown")})
-    return rows
+    order = ("source", "target", "udr", "bayrn")
+    return sorted(rows, key=lambda r: (order.index(r["train_domain"]), r["seed"], r["mass_scale"] or 0))
 
 
 def label(domain: str, scale: float | None, args: Args) -> str:
@@ -247,7 +283,7 @@ def parse(value: str):
 def main(args: Args) -> None:
     rows = reevaluate(args) if args.reevaluate else train_rows(args)
     with open(os.path.join(args.results_dir, f"{args.name}.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     domains = [d for d in ("source", "target", "udr", "bayrn") if any(r["train_domain"] == d for r in rows)]
@@ -278,7 +314,7 @@ def plot(table: dict, domains: list[str], args: Args) -> None:
                capsize=4, label=f"evaluated on {evaluation}")
     ax.set_xticks(x, [names[d] for d in order], fontsize=8)
     ax.set(ylabel="deterministic return (mean ± std over seeds)",
-           title=f"Hopper transfer, PPO {args.total_timesteps // 1000}k steps, seeds {args.seeds}")
+           title=f"Hopper transfer, PPO {args.total_timesteps // 1000}k steps")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -313,11 +349,12 @@ def plot_search(history: list[dict], result: dict, path: str) -> None:
 
 def write_summary(table: dict, domains: list[str], rows: list[dict], searches: dict, args: Args) -> None:
     commits = sorted({str(r["commit"]) for r in rows})
-    made = (f"Made by `python benchmark/transfer.py {shlex.join(sys.argv[1:])}` from runs at commit "
-            f"{', '.join(commits)}, on "
+    made = (f"Made by `python benchmark/transfer.py {shlex.join(sys.argv[1:])}` (and, for rows it kept, the "
+            f"earlier invocations of this table with the same settings) from runs at commit {', '.join(commits)}, on "
             f"{datetime.date.today()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
             f"{args.jobs} runs at a time.")
-    lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {args.seeds}",
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# Hopper source -> target transfer (PPO), {args.total_timesteps} steps per policy, seeds {seeds}",
              "", made, "", "| train -> test | deterministic return (mean ± std over seeds) | per seed |",
              "|---|---|---|"]
     for d, e in (("source", "source"), ("source", "target"), ("target", "target"), ("target", "source"),

@@ -146,6 +146,29 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     assert fresh[fresh.index("--search-from") + 1] == str(searched)
 
 
+def test_transfer_table_keeps_its_published_rows_when_the_runs_are_gone(tmp_path):
+    # benchmark/runs/ is not committed: a table that grows over sessions must keep the rows it published.
+    def table(*flags):
+        command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048",
+                   "--mass-scales", "0.1", "--name", "grow", "--runs-dir", str(tmp_path / "runs"),
+                   "--results-dir", str(tmp_path / "results"), *flags]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        shutil.rmtree(tmp_path / "runs")  # a new session: only results/ is left
+        with open(tmp_path / "results" / "grow.csv") as f:
+            return result.stdout, list(csv.DictReader(f))
+
+    _, first = table("--rows", "source", "--seeds", "1", "--eval-episodes", "2")
+    out, second = table("--rows", "target", "--seeds", "1", "2", "--eval-episodes", "2")
+    assert "kept 1 published rows" in out
+    assert [(r["train_domain"], r["seed"]) for r in second] == [("source", "1"), ("target", "1"), ("target", "2")]
+    assert second[0] == first[0]  # the source row as published, not trained again
+    assert "| S -> T |" in (tmp_path / "results" / "grow.md").read_text()
+    # another evaluation budget is another table: nothing published under this name fits it
+    out, third = table("--rows", "source", "--seeds", "1", "--eval-episodes", "3")
+    assert "published rows" not in out and [r["eval_episodes"] for r in third] == ["3"]
+
+
 def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
     command = [sys.executable, str(ROOT / "benchmark" / "profile_ddpg.py"), "--env-id", "Pendulum-v1",
