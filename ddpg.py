@@ -299,7 +299,13 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
             fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
     if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
         fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
-    if args.env_id not in gym.registry:
+    module, _, env_name = args.env_id.rpartition(":")
+    if module:  # "my_module:MyEnv-v0", as gymnasium.make reads it: importing my_module registers MyEnv-v0
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail(f"--env-id {args.env_id}: cannot import {module} ({e}; put {module}.py on PYTHONPATH)")
+    if env_name not in gym.registry:
         fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
         warnings.simplefilter("ignore")
@@ -462,7 +468,8 @@ def main(args: Args) -> dict:
     elif args.init_checkpoint:
         checkpoint = load_checkpoint(args.init_checkpoint, networks, training=True)
 
-    run_dir = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    run_name = f"{args.env_id.rpartition(':')[2]}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.log_dir, run_name)
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)

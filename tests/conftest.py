@@ -1,5 +1,6 @@
 """Helpers shared by the tests: where the scripts are, running one as a user does, reading a run."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python <script> --no-progress <args>` from the repository root; never raises on failure."""
+def run_script(script: str, *args: str, timeout: float = 300, pythonpath: str | None = None
+               ) -> subprocess.CompletedProcess:
+    """`python <script> --no-progress <args>` from the repository root, with `pythonpath` prepended to
+    PYTHONPATH if given; never raises on failure."""
+    env = os.environ.copy()
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def scalars(run_dir, tag: str) -> list[tuple[int, float]]:

@@ -67,6 +67,8 @@ BAD = [
     (EVERY, ["--log-dir", "README.md"], "is a file"),
     (GYM_ENVS, ["--env-id", "NoSuchEnv-v0"], "unknown env id"),
     (GYM_ENVS, ["--env-id", "hopper-v4"], "unknown env id"),
+    (GYM_ENVS, ["--env-id", "no_such_module:MyEnv-v0"], "cannot import no_such_module"),
+    (GYM_ENVS, ["--env-id", "json:MyEnv-v0"], "unknown env id"),  # the module imports, registers nothing
     (["ppo_continuous.py", "trpo.py", "ddpg.py"], ["--env-id", "CartPole-v1"], "Discrete"),
     (["a2c.py", "reinforce.py"], ["--env-id", "Blackjack-v1"], "observations"),
     (["ppo_continuous.py"], ["--surrogate", "trust-me"], "unknown surrogate"),
