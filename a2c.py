@@ -34,7 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -68,7 +68,10 @@ class Args:
     learning_rate: float = 7e-4
     """optimizer learning rate (start value when annealed)"""
     num_envs: int = 8
-    """parallel environments (gymnasium SyncVectorEnv)"""
+    """parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """sync: the envs step one after another in this process; async: one worker process per env
+    (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
     num_steps: int = 16
     """steps per environment per update: the n of the n-step return"""
     anneal_lr: bool = True
@@ -255,12 +258,12 @@ class Rollout(NamedTuple):
     episodes: list[tuple[int, float, int]]
 
 
-def make_vector_env(env_id: str, num_envs: int, gamma: float, norm_reward: bool):
+def make_vector_env(env_id: str, num_envs: int, gamma: float, norm_reward: bool, vector_env: str = "sync"):
     """Training envs with raw-return statistics and, if norm_reward, reward scaling and clipping
     (Huang et al. 2022, details 6-7); returns (envs, the reward normalizer's running statistics of
     the discounted return, or None)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector = gym.vector.AsyncVectorEnv if vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: make_env(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     if not norm_reward:
         return envs, None
@@ -444,7 +447,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
     Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
     checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs, reward_normalizer = make_vector_env(args.env_id, args.num_envs, args.gamma, args.norm_reward)
+    envs, reward_normalizer = make_vector_env(args.env_id, args.num_envs, args.gamma, args.norm_reward, args.vector_env)
     if args.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rmsprop_alpha,
                                         eps=args.optimizer_eps)

@@ -35,7 +35,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -69,7 +69,10 @@ class Args:
     learning_rate: float = 3e-4
     """Adam learning rate (start value when annealed)"""
     num_envs: int = 1
-    """parallel environments (gymnasium SyncVectorEnv)"""
+    """parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """sync: the envs step one after another in this process; async: one worker process per env
+    (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
     num_steps: int = 2048
     """steps per environment per rollout"""
     anneal_lr: bool = True
@@ -265,11 +268,12 @@ class Rollout(NamedTuple):
     episodes: list[tuple[int, float, int]]
 
 
-def make_vector_env(env_id: str, num_envs: int, gamma: float) -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
+def make_vector_env(env_id: str, num_envs: int, gamma: float,
+                    vector_env: str = "sync") -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
     """Training envs with raw-return statistics, reward scaling and clipping (Huang et al. 2022,
     details 6-7); returns (envs, the reward normalizer's running statistics of the discounted return)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector = gym.vector.AsyncVectorEnv if vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: make_env(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
@@ -493,7 +497,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
     checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma)
+    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma, args.vector_env)
     # fused=True: one kernel for all parameters, ~20% faster updates on CPU (same math as Adam).
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     global_step, kl_beta = 0, args.kl_beta

@@ -40,7 +40,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -71,7 +71,10 @@ class Args:
     total_timesteps: int = 1_000_000
     """total environment steps of training"""
     num_envs: int = 2
-    """parallel environments (gymnasium SyncVectorEnv)"""
+    """parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """sync: the envs step one after another in this process; async: one worker process per env
+    (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
     num_steps: int = 1024
     """steps per environment per policy update"""
     gamma: float = 0.99
@@ -234,11 +237,12 @@ class Rollout(NamedTuple):
     episodes: list[tuple[int, float, int]]
 
 
-def make_vector_env(env_id: str, num_envs: int, gamma: float) -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
+def make_vector_env(env_id: str, num_envs: int, gamma: float,
+                    vector_env: str = "sync") -> tuple[gym.vector.VectorEnv, RunningMeanStd]:
     """Training envs with raw-return statistics, reward scaling and clipping (Huang et al. 2022,
     details 6-7); returns (envs, the reward normalizer's running statistics of the discounted return)."""
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id)] * num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector = gym.vector.AsyncVectorEnv if vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: make_env(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
@@ -516,7 +520,7 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
     checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma)
+    envs, reward_rms = make_vector_env(args.env_id, args.num_envs, args.gamma, args.vector_env)
     vf_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_lr, eps=1e-5, fused=True)
     global_step = 0
     if resume:

@@ -55,6 +55,32 @@ def value(agent, x: float) -> float:
 
 
 @pytest.mark.parametrize("module", [ppo_continuous, trpo, a2c], ids=lambda m: m.__name__)
+def test_async_workers_collect_the_same_rollout_as_sync(module):
+    # --vector-env async steps each env in its own process; the rollout (observations, actions, rewards,
+    # ends, final observations, episode returns) and the normalizers must not change. 120 steps of
+    # Pendulum's 200-step episodes over 2 envs, twice: the second rollout crosses the truncations.
+    rollouts, statistics = {}, {}
+    for kind in ("sync", "async"):
+        torch.manual_seed(0)
+        agent = module.Agent(3, 1, False) if module is a2c else module.Agent(3, 1)
+        extra = (True,) if module is a2c else ()
+        envs, reward_normalizer = module.make_vector_env("Pendulum-v1", 2, 0.99, *extra, vector_env=kind)
+        obs_rms = RunningMeanStd(shape=(3,))
+        next_obs, _ = envs.reset(seed=3)
+        rollouts[kind] = [module.collect_rollout(envs, agent, obs_rms, next_obs, 120)]
+        rollouts[kind].append(module.collect_rollout(envs, agent, obs_rms, rollouts[kind][0].next_obs, 120))
+        statistics[kind] = (obs_rms.mean, obs_rms.var, reward_normalizer.return_rms.var)
+        envs.close()
+    assert isinstance(envs.unwrapped, gym.vector.AsyncVectorEnv)
+    assert rollouts["sync"][1].dones.sum() == 2  # one truncation per env
+    for sync, parallel in zip(rollouts["sync"], rollouts["async"]):
+        for name in sync._fields:
+            a, b = getattr(sync, name), getattr(parallel, name)
+            assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b)), name
+    assert all(np.array_equal(a, b) for a, b in zip(statistics["sync"], statistics["async"]))
+
+
+@pytest.mark.parametrize("module", [ppo_continuous, trpo, a2c], ids=lambda m: m.__name__)
 def test_truncation_bootstraps_the_final_observation_inside_a_real_rollout(module):
     torch.manual_seed(0)
     agent = module.Agent(1, 1, False) if module is a2c else module.Agent(1, 1)
