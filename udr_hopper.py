@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -77,7 +77,10 @@ class Args:
     learning_rate: float = 3e-4
     """Adam learning rate (start value, annealed linearly to 0)"""
     num_envs: int = 1
-    """parallel environments (gymnasium SyncVectorEnv)"""
+    """parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """sync: the envs step one after another in this process; async: one worker process per env
+    (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
     num_steps: int = 2048
     """steps per environment per rollout"""
     gamma: float = 0.99
@@ -437,8 +440,9 @@ def train(args: Args, bounds: dict | None, agent: Agent, obs_rms: RunningMeanStd
     Returns {"global_step", "train_returns" (the last 100 raw training returns), "best" (the
     checkpoint dict of the best periodic evaluation, or None), "best_step", "best_periodic_mean"}.
     """
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(args.train_domain, bounds)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector = gym.vector.AsyncVectorEnv if args.vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: make_env(args.train_domain, bounds)] * args.num_envs,
+                  autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     reward_normalizer = envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))

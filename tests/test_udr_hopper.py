@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
+from conftest import run_script, scalars
 from gymnasium.wrappers.utils import RunningMeanStd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -90,3 +90,21 @@ def test_checkpoint_reproduces_the_evaluation(udr_run, tmp_path):
     evaluated, trained = (json.loads((d / "eval.json").read_text()) for d in (eval_dir, udr_run))
     for domain in ("source", "target"):
         assert evaluated[domain]["returns"] == pytest.approx(trained[domain]["returns"])
+
+
+@pytest.mark.slow
+def test_async_workers_train_exactly_like_sync(tmp_path):
+    # --vector-env async: the 2 randomized Hoppers step in worker processes, with the same mass draws,
+    # trajectories, updates and evaluation as in this process.
+    runs = {}
+    for kind in ("sync", "async"):
+        result = run_script("udr_hopper.py", "--num-envs", "2", "--num-steps", "1024", "--total-timesteps", "4096",
+                            "--vector-env", kind, "--eval-freq", "0", "--eval-episodes", "2",
+                            "--log-dir", str(tmp_path / kind))
+        assert result.returncode == 0, result.stderr
+        (runs[kind],) = (tmp_path / kind).iterdir()
+    returns = {kind: scalars(run, "charts/episodic_return") for kind, run in runs.items()}
+    assert returns["sync"] == returns["async"] and len(returns["sync"]) > 10
+    assert scalars(runs["sync"], "losses/value_loss") == scalars(runs["async"], "losses/value_loss")
+    evaluations = [json.loads((run / "eval.json").read_text()) for run in runs.values()]
+    assert evaluations[0]["target"]["returns"] == evaluations[1]["target"]["returns"]
