@@ -158,7 +158,7 @@ def published_rows(args: Args) -> dict[tuple, dict]:
     kept = {}
     for r in rows:
         key = (r["train_domain"], r["seed"], r["mass_scale"])
-        same = (r["total_timesteps"] == args.total_timesteps and r["eval_episodes"] == args.eval_episodes
+        same = (r.get("total_timesteps") == args.total_timesteps and r.get("eval_episodes") == args.eval_episodes
                 and os.path.exists(policy_path(args, r["train_domain"], r["mass_scale"], r["seed"])))
         if r["train_domain"] == "bayrn":
             same = same and r.get("bayrn_args") == search_settings(args) and os.path.exists(
