@@ -48,10 +48,6 @@ from tqdm import tqdm
 import hopper_envs
 
 DOMAINS = ("source", "target", "udr")
-# +-10%, about the seed study's +-0.5 kg. Chosen after benchmark/transfer.py's sweep on seed 1 (scale
-# 0.1 / 0.3 / 0.5: target returns 1932 / 922 / 829), so with target data; the first, a-priori default
-# 0.3 transferred worse than no randomization on all 3 seeds (benchmark/results/transfer-hopper-scale0.3.md).
-DEFAULT_MASS_SCALE = 0.1
 
 
 @dataclass
@@ -153,11 +149,11 @@ def mass_bounds(args: Args) -> dict[str, tuple[float, float]] | None:
         if unknown:
             raise ValueError(f"unknown bodies {unknown} in the mass bounds (randomizable: thigh, leg, foot)")
         bounds = {b: (low[b], high[b]) if b in low else (source[b], source[b]) for b in hopper_envs.RANDOMIZED_BODIES}
-    else:
-        scale = DEFAULT_MASS_SCALE if args.mass_scale is None else args.mass_scale
+    else:  # hopper_envs.DEFAULT_MASS_SCALE (+-10%) says how it was chosen
+        scale = hopper_envs.DEFAULT_MASS_SCALE if args.mass_scale is None else args.mass_scale
         if not 0 <= scale < 1:
             raise ValueError(f"--mass-scale must be in [0, 1), got {scale}")
-        bounds = {b: ((1 - scale) * source[b], (1 + scale) * source[b]) for b in hopper_envs.RANDOMIZED_BODIES}
+        bounds = hopper_envs.scaled_mass_bounds(scale, source)
     return hopper_envs.validate_mass_bounds(bounds)
 
 

@@ -66,25 +66,24 @@ def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
     assert f"median {ratio:.2f}" in line and "load average as each run started: " in line
 
 
-def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
+def test_transfer_table_runs_every_row(tmp_path):
     command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048", "--seeds", "1",
-               "--mass-scales", "0.5", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2",
-               "--bayrn-iterations", "1",
+               "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2", "--bayrn-iterations", "1",
                "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "tiny.csv") as f:
         rows = list(csv.DictReader(f))
-    # source, target, bayrn, udr at the default scale (0.1), and the sweep's udr at 0.5
-    assert sorted((r["train_domain"], r["mass_scale"]) for r in rows) == [
-        ("bayrn", ""), ("source", ""), ("target", ""), ("udr", "0.1"), ("udr", "0.5")]
+    # source, target, udr at the default scale (0.1) and bayrn, all udr_hopper.py's PPO
+    assert sorted((r["algo"], r["train_domain"], r["mass_scale"]) for r in rows) == [
+        ("udr_hopper", "bayrn", ""), ("udr_hopper", "source", ""), ("udr_hopper", "target", ""),
+        ("udr_hopper", "udr", "0.1")]
     # 3 BayRn candidates x 5 target episodes; no other row touches the target while training
     assert {r["train_domain"]: int(r["loop_target_episodes"]) for r in rows} == {
         "bayrn": 15, "source": 0, "target": 0, "udr": 0}
     summary = (tmp_path / "results" / "tiny.md").read_text()
-    for row in ("| S -> S |", "| S -> T |", "| T -> T |", "| UDR -> S |", "| UDR -> T |", "| BayRn -> S |",
-                "| BayRn -> T |", "| ±10% |", "| ±50% |"):
-        assert row in summary, row
+    for row in ("S -> S", "S -> T", "T -> T", "UDR -> S", "UDR -> T", "BayRn -> S", "BayRn -> T"):
+        assert f"| PPO (udr_hopper.py) | {row} |" in summary, row
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the BayRn search itself is kept beside the table: every candidate, and its figure
     history = (tmp_path / "results" / "tiny-bayrn-seed1.jsonl").read_text().splitlines()
@@ -92,9 +91,9 @@ def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
     assert (tmp_path / "results" / "tiny-bayrn-seed1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | " in summary  # the per-seed phi* row
     # no two runs share a training seed; every final policy is published
-    assert len({r["train_seed"] for r in rows if r["train_domain"] != "bayrn"}) == 4
+    assert len({r["train_seed"] for r in rows}) == 4
     assert sorted(p.name for p in (tmp_path / "results" / "policies" / "tiny").iterdir()) == [
-        "bayrn-seed1.pt", "source-seed1.pt", "target-seed1.pt", "udr-scale0.5-seed1.pt", "udr-seed1.pt"]
+        "bayrn-seed1.pt", "source-seed1.pt", "target-seed1.pt", "udr-seed1.pt"]
     # --reevaluate: the published policies, evaluated again from the results alone, give the published numbers
     shutil.rmtree(tmp_path / "runs")
     (tmp_path / "results" / "tiny.md").unlink()
@@ -104,6 +103,44 @@ def test_transfer_table_runs_every_row_and_the_sweep(tmp_path):
         again = list(csv.DictReader(f))
     assert again == rows
     assert (tmp_path / "results" / "tiny.md").read_text().count("| BayRn -> T |") == 1
+
+
+def test_transfer_learners_tune_the_udr_scale_on_other_seeds_and_evaluate_on_both_domains(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--algos", "reinforce", "trpo",
+               "--rows", "source", "target", "udr", "--tune-seeds", "9", "--mass-scales", "0.1", "0.3",
+               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "learners",
+               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results" / "learners.csv") as f:
+        rows = list(csv.DictReader(f))
+    for algo, script in (("reinforce", "reinforce"), ("trpo", "trpo")):
+        mine = [r for r in rows if r["algo"] == algo]
+        tuned = {float(r["mass_scale"]): float(r["target_mean"]) for r in mine if r["purpose"] == "tune"}
+        assert sorted(tuned) == [0.1, 0.3] and all(r["seed"] == "9" for r in mine if r["purpose"] == "tune")
+        # the reported udr row trains at the scale whose tuning run did best on the target
+        (udr,) = [r for r in mine if r["purpose"] == "report" and r["train_domain"] == "udr"]
+        assert float(udr["mass_scale"]) == max(tuned, key=tuned.get)
+        # the target episodes of the tuning runs are counted; training never touches the target otherwise
+        assert sorted(int(r["loop_target_episodes"]) for r in mine) == [0, 0, 0, 2, 2]
+        # each run trained on its own id with the learner's own script, and was evaluated on source and target
+        for r in mine:
+            tune = f"-scale{r['mass_scale']}" if r["purpose"] == "tune" else ""
+            job = tmp_path / "runs" / "learners" / f"{algo}-{r['train_domain']}{tune}" / f"seed{r['seed']}"
+            (trained,) = job.glob("*__*/eval.json")
+            percent = round(100 * float(r["mass_scale"])) if r["train_domain"] == "udr" else ""
+            assert json.loads(trained.read_text())["env_id"] == f"hopper_envs:CustomHopper-{r['train_domain']}" \
+                                                               f"{percent}-v0"
+            assert f"{script}.py" in json.loads((job / "job.json").read_text())["command"][1]
+            for domain in ("source", "target"):
+                (evaluated,) = job.glob(f"eval-{domain}/*__*/eval.json")
+                result = json.loads(evaluated.read_text())
+                assert result["env_id"] == f"hopper_envs:CustomHopper-{domain}-v0"
+                assert float(r[f"{domain}_mean"]) == round(result["mean"], 1) and len(result["returns"]) == 2
+    assert len({r["train_seed"] for r in rows}) == len(rows) == 10
+    summary = (tmp_path / "results" / "learners.md").read_text()
+    assert "| TRPO | UDR -> T |" in summary and "| REINFORCE | S -> T |" in summary
+    assert summary.count("(chosen)") == 2
 
 
 def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_path, monkeypatch):
@@ -227,3 +264,18 @@ def test_hopper_gif_reads_the_policy_from_the_checkpoint_file_alone(tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(out) as gif:
         assert gif.n_frames == 2 and gif.size == (64, 64)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tune-seeds", "1", "--seeds", "1", "2"], "overlap --seeds"),
+    (["--algos", "trpo", "--rows", "udr", "--mass-scale", "0.15"], "CustomHopper-udr<percent>-v0"),
+    (["--algos", "trpo", "--rows", "bayrn"], "needs --algos udr_hopper"),
+    (["--reevaluate", "--name", "nothing"], "no nothing.csv"),
+])
+def test_transfer_refuses_a_table_it_cannot_make_in_one_line_before_running_anything(tmp_path, flags, message):
+    command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), *flags, "--runs-dir", str(tmp_path / "runs"),
+               "--results-dir", str(tmp_path / "results")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()

@@ -78,12 +78,20 @@ def test_udr_masses_change_every_reset_within_bounds_and_torso_stays_at_source()
         assert len({m[body] for m in sampled}) == 20, body
 
 
-def test_udr_default_bounds_are_nominal_plus_minus_half_kg():
-    env = make("udr").unwrapped
-    for body in hopper_envs.RANDOMIZED_BODIES:
-        low, high = env.mass_bounds[body]
-        assert low == pytest.approx(env.source_masses[body] - 0.5)
-        assert high == pytest.approx(env.source_masses[body] + 0.5)
+def test_udr_default_bounds_are_source_mass_plus_minus_ten_percent_and_the_ids_set_other_scales():
+    source = hopper_envs.nominal_masses("source")
+    for env_id, scale in [("CustomHopper-udr-v0", 0.1), ("CustomHopper-udr30-v0", 0.3),
+                          ("CustomHopper-udr5-v0", 0.05)]:
+        env = gym.make(env_id).unwrapped
+        for body in hopper_envs.RANDOMIZED_BODIES:
+            assert env.mass_bounds[body] == pytest.approx(((1 - scale) * source[body], (1 + scale) * source[body]))
+        assert env.masses()["torso"] == source["torso"]
+    with pytest.raises(ValueError, match="not both"):
+        make("udr", mass_bounds=UDR_BOUNDS, mass_scale=0.2)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        make("udr", mass_scale=1.0)
+    with pytest.raises(ValueError, match="only apply"):
+        make("source", mass_scale=0.2)
 
 
 def test_same_seed_same_mass_sequence_other_seed_other_sequence():

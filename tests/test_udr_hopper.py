@@ -24,8 +24,8 @@ def test_mass_scale_is_relative_to_the_source_masses():
     for body in hopper_envs.RANDOMIZED_BODIES:
         assert bounds[body] == pytest.approx((0.9 * SOURCE[body], 1.1 * SOURCE[body]))
     default = udr_hopper.mass_bounds(udr_hopper.Args())
-    assert default["leg"] == pytest.approx(((1 - udr_hopper.DEFAULT_MASS_SCALE) * SOURCE["leg"],
-                                            (1 + udr_hopper.DEFAULT_MASS_SCALE) * SOURCE["leg"]))
+    assert default["leg"] == pytest.approx(((1 - hopper_envs.DEFAULT_MASS_SCALE) * SOURCE["leg"],
+                                            (1 + hopper_envs.DEFAULT_MASS_SCALE) * SOURCE["leg"]))
     assert udr_hopper.mass_bounds(udr_hopper.Args(train_domain="source")) is None
 
 
