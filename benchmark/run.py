@@ -84,7 +84,8 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
 
 
 def run_job(command: list[str], job_dir: str) -> dict:
-    """Run one command to completion; record wall seconds and its own peak RSS (MiB) in job.json."""
+    """Run one command to completion; record its start (Unix seconds), wall seconds and its own peak RSS
+    (MiB) in job.json."""
     done = os.path.join(job_dir, "job.json")
     if os.path.exists(done):
         with open(done) as f:
@@ -97,7 +98,7 @@ def run_job(command: list[str], job_dir: str) -> dict:
     with open(os.path.join(job_dir, "output.log"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
-    job = {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status),
+    job = {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status), "started": start,
            "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
            "loadavg_at_start": load}
     with open(done, "w") as f:

@@ -303,3 +303,31 @@ def test_surrogates_normalizes_each_environment_from_the_random_policy_to_the_be
     assert table[none][1] == "0.20 (0.10, 0.30)" and "Partial: 6 of 32 runs" in (tmp_path / "t.md").read_text()
     # the random policy of a real environment: Pendulum's reward is never positive
     assert surrogates.random_policy_return("Pendulum-v1", 2) < -100
+
+
+def test_time_to_return_reads_the_moving_mean_against_wall_clock_seconds(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import time_to_return as ttr
+
+    returns = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
+    assert ttr.moving_mean(returns, 2) == pytest.approx([0, 5, 15, 25, 35])
+    seconds = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # the first full window of 2 whose mean reaches 25 ends with the episode at 4 s; 36 is never reached
+    assert ttr.time_to(seconds, returns, 25.0, 2) == 4.0 and ttr.time_to(seconds, returns, 36.0, 2) is None
+    assert ttr.time_to(seconds, np.array([30.0, 0.0, 0.0]), 20.0, 2) is None  # one return is not a full window
+    assert ttr.mean_at(seconds, returns, 3.5, 2) == 15 and ttr.mean_at(seconds, returns, 0.5, 2) is None
+    assert ttr.mean_at(seconds, returns, 100.0, 2) == 35  # the run ended earlier: its last moving mean
+
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "time_to_return.py"), "--impls", "ours",
+                             "--env-id", "Pendulum-v1", "--total-timesteps", "4096", "--seeds", "1",
+                             "--threshold", "-5000", "--window", "5", "--marks", "0.001", "1000",
+                             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results" / "time-to-return.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    job = json.loads((tmp_path / "runs" / "time-to-return" / "ours" / "seed1" / "job.json").read_text())
+    # Pendulum's 200-step episodes all return more than -5000: reached at the 5th episode's end, which
+    # lies between the process start and its end; nothing had finished at 1 ms
+    assert 0 < float(row["seconds_to_threshold"]) < job["wall_seconds"] and row["return_at_0.001s"] == ""
+    assert float(row["return_at_1000s"]) == float(row["final_return"])
