@@ -72,6 +72,9 @@ class Args:
     """where each run's logs go (not committed)"""
     results_dir: str | None = None
     """where the csv / md / png go (committed); default benchmark/results/<algo>"""
+    ray_address: str | None = None
+    """run every job as a Ray task on this cluster ("auto", "host:port", "ray://host:port"); --jobs then
+    only bounds how many are queued at once"""
 
 
 def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
@@ -85,25 +88,46 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
 
 def run_job(command: list[str], job_dir: str) -> dict:
     """Run one command to completion; record its start (Unix seconds), wall seconds and its own peak RSS
-    (MiB) in job.json."""
-    done = os.path.join(job_dir, "job.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            job = json.load(f)
-        if job["returncode"] == 0:
-            return job
+    (MiB) in job.json. A job whose job.json says it exited 0 is not run again."""
+    done = finished_job(job_dir)
+    if done:
+        return done
     os.makedirs(job_dir, exist_ok=True)
     commit, load = git_commit(), os.getloadavg()[0]  # load: what else ran on the machine as this job began
     start = datetime.datetime.now().timestamp()
     with open(os.path.join(job_dir, "output.log"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
-    job = {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status), "started": start,
-           "wall_seconds": datetime.datetime.now().timestamp() - start, "peak_rss_mb": usage.ru_maxrss / 1024,
-           "loadavg_at_start": load}
-    with open(done, "w") as f:
+    return write_job(job_dir, {"command": command, "commit": commit, "returncode": os.waitstatus_to_exitcode(status),
+                               "started": start, "wall_seconds": datetime.datetime.now().timestamp() - start,
+                               "peak_rss_mb": usage.ru_maxrss / 1024, "loadavg_at_start": load})
+
+
+def finished_job(job_dir: str) -> dict | None:
+    """The job.json of a job that exited 0, or None."""
+    path = os.path.join(job_dir, "job.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            job = json.load(f)
+        if job["returncode"] == 0:
+            return job
+    return None
+
+
+def write_job(job_dir: str, job: dict) -> dict:
+    with open(os.path.join(job_dir, "job.json"), "w") as f:
         json.dump(job, f, indent=2)
     return job
+
+
+def runner(ray_address: str | None):
+    """run_job, or its Ray twin (benchmark/cluster.py, imported only then) on the cluster at ray_address."""
+    if not ray_address:
+        return run_job
+    import cluster
+
+    cluster.connect(ray_address)
+    return cluster.run_job
 
 
 def git_commit() -> str:
@@ -173,10 +197,10 @@ def main(args: Args) -> None:
     queue = [(impl, seed) for seed in args.seeds for impl in impls]  # ours and peer of a seed side by side
     job_dirs = {key: os.path.join(args.runs_dir, name, key[0], f"seed{key[1]}") for key in queue}
     batches = [queue[i:i + len(impls)] for i in range(0, len(queue), len(impls))] if args.paired else [queue]
-    jobs = {}
+    jobs, run = {}, runner(args.ray_address)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for batch in batches:
-            futures = {key: pool.submit(run_job, job_command(args, *key, job_dirs[key]), job_dirs[key])
+            futures = {key: pool.submit(run, job_command(args, *key, job_dirs[key]), job_dirs[key])
                        for key in batch}
             jobs.update({key: future.result() for key, future in futures.items()})
     failed = [f"{impl} seed {seed}" for (impl, seed), job in jobs.items() if job["returncode"] != 0]

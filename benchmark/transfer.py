@@ -47,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 import tyro
-from run import ROOT, SCRIPTS, run_job
+from run import ROOT, SCRIPTS, runner
 from transfer_report import chosen_scale, write_table
 
 Row = Literal["source", "target", "udr", "bayrn"]
@@ -93,6 +93,8 @@ class Args:
     """where each run's logs go (not committed)"""
     results_dir: str = os.path.join(ROOT, "benchmark", "results", "transfer")
     """where the csv / md / png go (committed)"""
+    ray_address: str | None = None
+    """run every job as a Ray task on this cluster ("auto", "host:port", "ray://host:port"), --jobs at once"""
     reevaluate: bool = False
     """train nothing: evaluate every policy of <name>.csv again (policies/<name>/) and rewrite the csv / md / png"""
 
@@ -151,7 +153,7 @@ def run(args: Args, cmd: list[str], job_dir: str) -> dict:
     """run_job with at most --jobs commands at once; raises RuntimeError if the command failed."""
     slots = _slots.setdefault(args.jobs, threading.Semaphore(args.jobs))
     with slots:
-        job = run_job(cmd, job_dir)
+        job = runner(args.ray_address)(cmd, job_dir)
     if job["returncode"] != 0:
         raise RuntimeError(f"{job_dir} exited with {job['returncode']} (see its output.log)")
     return job
