@@ -21,6 +21,15 @@ def run_script(script: str, *args: str, timeout: float = 300, pythonpath: str | 
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
+def run_benchmark(script: str, *args: str, tmp_path=None, env: dict | None = None, timeout: float = 600
+                  ) -> subprocess.CompletedProcess:
+    """`python benchmark/<script> <args>`, with --runs-dir and --results-dir under tmp_path if given; never
+    raises on failure."""
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")] if tmp_path else []
+    return subprocess.run([sys.executable, str(ROOT / "benchmark" / script), *args, *dirs], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
     """(step, value) of every point of a TensorBoard scalar of one run directory."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

@@ -4,12 +4,11 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_benchmark
 
 pytest.importorskip("matplotlib", reason="benchmark extras: pip install -r benchmark/requirements.txt")
 # .ci/run runs these after installing benchmark/requirements.txt
@@ -17,10 +16,9 @@ pytestmark = [pytest.mark.extras, pytest.mark.slow]
 
 
 def test_harness_runs_ours_and_writes_results(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmark" / "run.py"), "--algo", "ppo", "--env-id", "InvertedPendulum-v4",
-               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "tiny",
-               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    flags = ["--algo", "ppo", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "2048", "--seeds", "1",
+             "--eval-episodes", "2", "--name", "tiny"]
+    result = run_benchmark("run.py", *flags, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
 
     with open(tmp_path / "results" / "tiny.csv") as f:
@@ -37,7 +35,7 @@ def test_harness_runs_ours_and_writes_results(tmp_path):
     # A finished job is not run again: a second call reuses it (and so takes no training time).
     job = tmp_path / "runs" / "tiny" / "ours" / "seed1" / "job.json"
     stamp = job.stat().st_mtime_ns
-    assert subprocess.run(command, capture_output=True, timeout=300, check=False).returncode == 0
+    assert run_benchmark("run.py", *flags, tmp_path=tmp_path).returncode == 0
     assert job.stat().st_mtime_ns == stamp
 
 
@@ -53,10 +51,9 @@ def test_best_moving_mean_is_the_highest_window_not_the_last(monkeypatch):
 
 def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
     pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
-    command = [sys.executable, str(ROOT / "benchmark" / "run.py"), "--algo", "ppo", "--env-id", "InvertedPendulum-v4",
-               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--peer", "--paired",
-               "--name", "pair", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    result = run_benchmark("run.py", "--algo", "ppo", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "2048",
+                           "--seeds", "1", "--eval-episodes", "2", "--peer", "--paired", "--name", "pair",
+                           tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "pair.csv") as f:
         rows = list(csv.DictReader(f))
@@ -67,10 +64,9 @@ def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
 
 
 def test_transfer_table_runs_every_row(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048", "--seeds", "1",
-               "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2", "--bayrn-iterations", "1",
-               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    flags = ["--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2",
+             "--bayrn-iterations", "1"]
+    result = run_benchmark("transfer.py", *flags, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "tiny.csv") as f:
         rows = list(csv.DictReader(f))
@@ -97,7 +93,7 @@ def test_transfer_table_runs_every_row(tmp_path):
     # --reevaluate: the published policies, evaluated again from the results alone, give the published numbers
     shutil.rmtree(tmp_path / "runs")
     (tmp_path / "results" / "tiny.md").unlink()
-    result = subprocess.run(command + ["--reevaluate"], capture_output=True, text=True, timeout=300, check=False)
+    result = run_benchmark("transfer.py", *flags, "--reevaluate", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "tiny.csv") as f:
         again = list(csv.DictReader(f))
@@ -106,11 +102,9 @@ def test_transfer_table_runs_every_row(tmp_path):
 
 
 def test_transfer_learners_tune_the_udr_scale_on_other_seeds_and_evaluate_on_both_domains(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--algos", "trpo",
-               "--rows", "source", "target", "udr", "--tune-seeds", "9", "--mass-scales", "0.1", "0.3",
-               "--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "learners",
-               "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    result = run_benchmark("transfer.py", "--algos", "trpo", "--rows", "source", "target", "udr", "--tune-seeds", "9",
+                           "--mass-scales", "0.1", "0.3", "--total-timesteps", "2048", "--seeds", "1",
+                           "--eval-episodes", "2", "--name", "learners", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "learners.csv") as f:
         rows = list(csv.DictReader(f))
@@ -184,10 +178,7 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
 def test_transfer_table_keeps_its_published_rows_when_the_runs_are_gone(tmp_path):
     # benchmark/runs/ is not committed: a table that grows over sessions must keep the rows it published.
     def table(*flags):
-        command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), "--total-timesteps", "2048",
-                   "--mass-scales", "0.1", "--name", "grow", "--runs-dir", str(tmp_path / "runs"),
-                   "--results-dir", str(tmp_path / "results"), *flags]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        result = run_benchmark("transfer.py", "--total-timesteps", "2048", "--name", "grow", *flags, tmp_path=tmp_path)
         assert result.returncode == 0, result.stderr
         shutil.rmtree(tmp_path / "runs")  # a new session: only results/ is left
         with open(tmp_path / "results" / "grow.csv") as f:
@@ -206,9 +197,8 @@ def test_transfer_table_keeps_its_published_rows_when_the_runs_are_gone(tmp_path
 
 def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
-    command = [sys.executable, str(ROOT / "benchmark" / "profile_ddpg.py"), "--env-id", "Pendulum-v1",
-               "--updates", "5", "--repeats", "1", "--bf16", "--sb3"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    result = run_benchmark("profile_ddpg.py", "--env-id", "Pendulum-v1", "--updates", "5", "--repeats", "1", "--bf16",
+                           "--sb3")
     assert result.returncode == 0, result.stderr
     cells = [[c.strip() for c in line.strip("|").split("|")]
              for line in result.stdout.splitlines() if line.startswith("| ")]
@@ -256,9 +246,8 @@ def test_hopper_gif_reads_the_policy_from_the_checkpoint_file_alone(tmp_path):
     assert np.allclose(policy(obs), expected, atol=1e-6) and np.abs(expected).max() > 0.1
 
     out = tmp_path / "hopper.gif"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "hopper_gif.py"), "--checkpoint", str(path),
-                             "--out", str(out), "--steps", "8", "--every", "4", "--size", "64"],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = run_benchmark("hopper_gif.py", "--checkpoint", str(path), "--out", str(out), "--steps", "8", "--every",
+                           "4", "--size", "64")
     assert result.returncode == 0, result.stderr
     with Image.open(out) as gif:
         assert gif.n_frames == 2 and gif.size == (64, 64)
@@ -271,9 +260,7 @@ def test_hopper_gif_reads_the_policy_from_the_checkpoint_file_alone(tmp_path):
     (["--reevaluate", "--name", "nothing"], "no nothing.csv"),
 ])
 def test_transfer_refuses_a_table_it_cannot_make_in_one_line_before_running_anything(tmp_path, flags, message):
-    command = [sys.executable, str(ROOT / "benchmark" / "transfer.py"), *flags, "--runs-dir", str(tmp_path / "runs"),
-               "--results-dir", str(tmp_path / "results")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    result = run_benchmark("transfer.py", *flags, tmp_path=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
@@ -316,11 +303,9 @@ def test_time_to_return_reads_the_moving_mean_against_wall_clock_seconds(tmp_pat
     assert ttr.mean_at(seconds, returns, 3.5, 2) == 15 and ttr.mean_at(seconds, returns, 0.5, 2) is None
     assert ttr.mean_at(seconds, returns, 100.0, 2) == 35  # the run ended earlier: its last moving mean
 
-    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / "time_to_return.py"), "--impls", "ours",
-                             "--env-id", "Pendulum-v1", "--total-timesteps", "4096", "--seeds", "1",
-                             "--threshold", "-5000", "--window", "5", "--marks", "0.001", "1000",
-                             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = run_benchmark("time_to_return.py", "--impls", "ours", "--env-id", "Pendulum-v1", "--total-timesteps",
+                           "4096", "--seeds", "1", "--threshold", "-5000", "--window", "5", "--marks", "0.001", "1000",
+                           tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "time-to-return.csv") as f:
         (row,) = list(csv.DictReader(f))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_benchmark
 
 pytest.importorskip("ray", reason="benchmark extras: pip install -r benchmark/requirements.txt")
 pytestmark = [pytest.mark.extras, pytest.mark.slow]
@@ -35,8 +35,7 @@ def cluster(tmp_path_factory):
 
 
 def benchmark(script, *flags, env=None):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmark" / script), *flags], env=env, capture_output=True,
-                            text=True, timeout=600, check=False)
+    result = run_benchmark(script, *flags, env=env)
     assert result.returncode == 0, result.stderr
     return result
 
