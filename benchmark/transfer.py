@@ -32,8 +32,11 @@ tuning run); bayrn_hopper.py --seed s draws its own from spawn keys (0, i) and (
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
+import heapq
+import itertools
 import json
 import os
 import shlex
@@ -134,25 +137,50 @@ def evaluate(args: Args, algo: str, policy: str, train_seed: int, out_dir: str) 
               str(args.eval_episodes)]
     if algo == "udr_hopper":
         job_dir = os.path.join(out_dir, "eval")
-        run(args, [sys.executable, os.path.join(ROOT, "udr_hopper.py"), *common, "--log-dir", job_dir], job_dir)
+        run(args, [sys.executable, os.path.join(ROOT, "udr_hopper.py"), *common, "--log-dir", job_dir], job_dir, 0)
         result = read_eval(job_dir)
         return {d: result[d] for d in ("source", "target")}
     results = {}
     for domain in ("source", "target"):
         job_dir = os.path.join(out_dir, f"eval-{domain}")
         run(args, [sys.executable, os.path.join(ROOT, SCRIPTS[algo]), *common, "--env-id", env_id(domain, None),
-                   "--log-dir", job_dir], job_dir)
+                   "--log-dir", job_dir], job_dir, 0)
         results[domain] = read_eval(job_dir)
     return results
 
 
-_slots: dict[int, threading.Semaphore] = {}
+class Slots:
+    """At most n jobs at once; among the waiting ones the lowest priority number goes first, then the
+    earliest, so an evaluation (0) overtakes the trainings queued before it (1) and rows land sooner."""
+
+    def __init__(self, n: int):
+        self.free, self.waiting, self.tickets = n, [], itertools.count()
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self, priority: int):
+        with self.changed:
+            ticket = (priority, next(self.tickets))
+            heapq.heappush(self.waiting, ticket)
+            self.changed.wait_for(lambda: self.free > 0 and self.waiting[0] == ticket)
+            heapq.heappop(self.waiting)
+            self.free -= 1
+            self.changed.notify_all()  # the next in line may fit too
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.free += 1
+                self.changed.notify_all()
 
 
-def run(args: Args, cmd: list[str], job_dir: str) -> dict:
-    """run_job with at most --jobs commands at once; raises RuntimeError if the command failed."""
-    slots = _slots.setdefault(args.jobs, threading.Semaphore(args.jobs))
-    with slots:
+_slots: dict[int, Slots] = {}
+
+
+def run(args: Args, cmd: list[str], job_dir: str, priority: int = 1) -> dict:
+    """run_job with at most --jobs commands at once, evaluations (priority 0) before trainings (1);
+    raises RuntimeError if the command failed."""
+    with _slots.setdefault(args.jobs, Slots(args.jobs)).take(priority):
         job = runner(args.ray_address)(cmd, job_dir)
     if job["returncode"] != 0:
         raise RuntimeError(f"{job_dir} exited with {job['returncode']} (see its output.log)")

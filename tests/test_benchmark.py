@@ -314,3 +314,29 @@ def test_time_to_return_reads_the_moving_mean_against_wall_clock_seconds(tmp_pat
     # lies between the process start and its end; nothing had finished at 1 ms
     assert 0 < float(row["seconds_to_threshold"]) < job["wall_seconds"] and row["return_at_0.001s"] == ""
     assert float(row["return_at_1000s"]) == float(row["final_return"])
+
+
+def test_transfer_slots_let_a_waiting_evaluation_go_before_earlier_trainings(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import threading
+    import time
+
+    import transfer
+
+    slots, started = transfer.Slots(1), []
+
+    def job(name, priority):
+        with slots.take(priority):
+            started.append(name)
+
+    with slots.take(1):  # the one slot is busy while three jobs queue up
+        threads = [threading.Thread(target=job, args=a) for a in (("train a", 1), ("train b", 1), ("evaluate", 0))]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)  # queue in this order
+    for t in threads:
+        t.join(timeout=10)
+    assert started == ["evaluate", "train a", "train b"]
+    two = transfer.Slots(2)
+    with two.take(1), two.take(1):  # n jobs at once, not more
+        assert two.free == 0
