@@ -14,13 +14,16 @@ theta*(phi) = argmax_theta E_{xi ~ nu(xi; phi)}[J(theta, xi)] (Eq. 6-7), Algorit
 its last step, phi* = argmax of the posterior mean), UCB a(phi) = mu(phi) + sqrt(beta) sigma(phi)
 and expected improvement (Jones et al. 1998, Eq. 15).
 GP: Matern-5/2 ARD kernel (Rasmussen & Williams 2006, Eq. 4.17), exact marginal likelihood (Eq. 5.8).
-The inner learner is PPO-Clip with GAE, the same as udr_hopper.py's.
+The inner learner is PPO-Clip with GAE, the same as udr_hopper.py's. --parallel-candidates q trains q
+candidates at once in worker processes, proposing each round's q by the kriging believer (Ginsbourger
+et al. 2010); a search interrupted in a round trains only that round's unfinished candidates on --resume.
 
 Seeds: every training and episode seed is drawn from numpy's SeedSequence(seed) (candidate i from
 spawn key (0, i), the final policy from (1,)), so no two candidates, searches or udr_hopper.py runs
 share a training seed. --common-seed gives every candidate the same seeds (common random numbers).
 
     python bayrn_hopper.py                              # 5 Sobol + 5 BO candidates, then the final policy
+    python bayrn_hopper.py --parallel-candidates 2      # two candidates at a time, one per core
     python bayrn_hopper.py --resume runs/<run>          # continue an interrupted search
     python bayrn_hopper.py --search-from runs/<run> --final-init scratch   # the same search, another final policy
     python udr_hopper.py --checkpoint runs/<run>/model.pt --eval-episodes 100   # evaluate phi*'s policy again
@@ -30,13 +33,16 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -58,6 +64,7 @@ BODIES = hopper_envs.RANDOMIZED_BODIES
 PHI_NAMES = [f"{body}_{end}" for body in BODIES for end in ("low", "high")]
 ACQUISITIONS = ("ucb", "ei")
 HISTORY = "bayrn_history.jsonl"
+ROUND = "bayrn_round.json"  # the candidates of the round in progress, so that a resumed search trains the same ones
 
 
 @dataclass
@@ -91,6 +98,9 @@ class Args:
     warm_start: bool = False
     """train each candidate from the previous candidate's policy, normalizer and optimizer (the paper trains
     from scratch)"""
+    parallel_candidates: int = 1
+    """candidates trained at once, each in a worker process: the Sobol candidates in rounds of this many,
+    then as many proposals per Bayesian-optimization round (kriging believer); not with --warm-start"""
     acquisition: str = "ucb"
     """ucb or ei (expected improvement)"""
     ucb_beta: float = 0.1
@@ -121,6 +131,9 @@ class Args:
     """PPO: Adam learning rate, annealed linearly to 0 over each training"""
     num_envs: int = 1
     """PPO: parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """PPO: step the environments in this process (sync) or in worker processes (async, gymnasium's
+    AsyncVectorEnv): the same trajectories either way"""
     num_steps: int = 2048
     """PPO: steps per environment per rollout"""
     gamma: float = 0.99
@@ -295,6 +308,26 @@ def propose(model: GP, y_best: float, low: torch.Tensor, high: torch.Tensor, arg
     return maximize(acquisition, low, high, args.acq_samples, args.acq_restarts, args.acq_steps, seed)
 
 
+def propose_round(history: list[dict], q: int, low: torch.Tensor, high: torch.Tensor, args: Args,
+                  seed: int) -> tuple[GP, list[tuple[torch.Tensor, float]]]:
+    """q candidates to train at once. The first maximizes the acquisition of the GP on the history; each
+    next one that of the GP refitted as if the previous proposals had returned their posterior mean (the
+    kriging believer, Ginsbourger et al. 2010, "Kriging is well-suited to parallelize optimization",
+    Sec. 3.2), which lowers the variance there and so moves the next proposal away. q = 1 is propose().
+    Returns (the GP on the history, [(phi (6,) kg, acquisition value)] * q)."""
+    gp, x, y, _ = surrogate(history, low, high, args, seed)
+    believer, proposals = gp, []
+    for j in range(q):
+        phi, value = propose(believer, float(y.max()), low, high, args, seed=seed)
+        proposals.append((phi, value))
+        if j + 1 < q:
+            u = to_unit(phi, low, high)[None]
+            with torch.no_grad():
+                x, y = torch.cat([x, u]), torch.cat([y, posterior(believer, u)[0]])
+            believer = fit_gp(x, y, args.gp_iters)
+    return gp, proposals
+
+
 def phi_star(model: GP, low: torch.Tensor, high: torch.Tensor, args: Args, seed: int) -> tuple[torch.Tensor, float]:
     """BayRn's last step: phi* = argmax over the whole box of the posterior mean (not only over the
     evaluated candidates). Returns (phi* (6,) in kg, standardized posterior mean there)."""
@@ -383,8 +416,9 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
     CustomHopper-udr-v0 randomized by `bounds` ({body: (low, high)} kg); updates agent and obs_rms in
     place; lr anneals linearly from args.learning_rate to 0. Training returns are logged at
     x = step_offset + step. Returns (raw returns of the last 100 training episodes, optimizer state)."""
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CustomHopper-udr-v0", mass_bounds=bounds)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    vector = gym.vector.AsyncVectorEnv if args.vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: gym.make("CustomHopper-udr-v0", mass_bounds=bounds)] * args.num_envs,
+                  autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
@@ -498,8 +532,12 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
                 lambda v: 0 < v < math.inf, "a finite number > 0")
     check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(args, ("ucb_beta", "ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    if args.warm_start and args.parallel_candidates > 1:
+        fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
+             "(give --parallel-candidates 1)")
     check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
-                       "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs"),
+                       "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                       "parallel_candidates"),
                 lambda v: v > 0, "a whole number > 0")
     check_range(args, ("final_timesteps", "eval_episodes", "source_episodes"), lambda v: v >= 0, "a whole number >= 0")
     for name in ("inner_timesteps", "final_timesteps"):
@@ -521,12 +559,6 @@ def load_history(run_dir: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def append_history(run_dir: str, history: list[dict], record: dict) -> None:
-    """Add one candidate to history and to run_dir's history file."""
-    history.append(record)
-    write_history(run_dir, history)
 
 
 def write_history(run_dir: str, history: list[dict]) -> None:
@@ -563,12 +595,57 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
     policy = os.path.join("policies", f"candidate{index}.pt")  # relative to run_dir: the directory can move
     os.makedirs(os.path.join(run_dir, "policies"), exist_ok=True)
     torch.save(policy_state(agent, obs_rms, optimizer_state), os.path.join(run_dir, policy))
-    used = (history[-1]["target_episodes_used"] if history else 0) + len(target)
+    used = (index + 1) * args.target_episodes  # every candidate so far spent target_episodes
     return {"index": index, "phi": [float(v) for v in phi], "bounds": phi_to_bounds(phi), "train_seed": train_seed,
             "target_return": float(np.mean(target)), "target_returns": target,
             "source_return": float(np.mean(source)) if source else None,
             "train_return_last100": float(np.mean(last100)) if last100 else None,
             "target_episodes_used": used, "seconds": time.time() - start, "policy": policy}
+
+
+def train_candidate(args: Args, index: int, phi: list[float], run_dir: str) -> dict:
+    """run_candidate in a worker process, with its own TensorBoard file in run_dir; the same record as in
+    the main process (the candidate's seeds come from its index)."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    writer = SummaryWriter(run_dir, filename_suffix=f".candidate{index}")
+    record = run_candidate(args, index, torch.tensor(phi, dtype=torch.float64), [], run_dir, writer, None)
+    writer.close()
+    return record
+
+
+def train_round(args: Args, todo: list[dict], history: list[dict], run_dir: str, writer: SummaryWriter,
+                bar: tqdm) -> Iterator[dict]:
+    """Train the round's candidates ({index, phi}) and yield each record as it finishes: in this process
+    one after another, or with --parallel-candidates > 1 in as many worker processes. A worker that dies
+    loses only its own candidate, which is trained again (twice at most)."""
+    if args.parallel_candidates == 1:
+        for c in todo:
+            yield run_candidate(args, c["index"], torch.tensor(c["phi"], dtype=torch.float64), history, run_dir,
+                                writer, bar)
+        return
+    left, attempts = list(todo), 0
+    while left:
+        attempts += 1
+        with ProcessPoolExecutor(len(left), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(train_candidate, args, c["index"], c["phi"], run_dir): c for c in left}
+            try:
+                for future in as_completed(futures):
+                    left.remove(futures[future])
+                    bar.update(args.inner_timesteps)
+                    yield future.result()
+            except BrokenProcessPool:
+                if attempts == 3:
+                    raise
+                tqdm.write(f"a worker died; training candidates {[c['index'] for c in left]} again")
+
+
+def load_round(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, ROUND)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
 
 
 def surrogate(history: list[dict], low: torch.Tensor, high: torch.Tensor, args: Args, seed: int):
@@ -637,7 +714,8 @@ def reusable_search(args: Args) -> list[dict]:
         fail(f"cannot reuse {args.search_from}: no args.json there (pass a run directory of this script)")
     with open(path) as f:
         saved = json.load(f)
-    final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from"}
+    final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from",
+             "vector_env"}  # vector_env: the same search either way
     differ = [k for k, v in saved.items() if k not in final and v != getattr(args, k, v)]
     if differ:
         flags = ", ".join("--" + k.replace("_", "-") for k in differ)
@@ -679,18 +757,28 @@ def main(args: Args) -> dict:
                initial=len(history) * args.inner_timesteps, disable=not (args.progress and sys.stderr.isatty()))
     sobol = SobolEngine(len(low), scramble=True, seed=args.seed)
     init = repair(from_unit(sobol.draw(args.num_init, dtype=torch.float64), low, high))
-    for index in range(len(history), candidates):
-        gp, acquisition = None, None
-        if index < args.num_init:
-            phi = init[index]
-        else:  # fit the GP to everything measured so far and maximize the acquisition
-            gp, _, y, _ = surrogate(history, low, high, args, seed=args.seed + index)
-            phi, acquisition = propose(gp, float(y.max()), low, high, args, seed=args.seed + index)
-        record = run_candidate(args, index, phi, history, run_dir, writer, bar)
-        append_history(run_dir, history, record)
-        log_candidate(writer, record, acquisition, gp)
-        tqdm.write(f"candidate {index}: target return {record['target_return']:.0f}, source {record['source_return']}, "
-                   f"target episodes used {record['target_episodes_used']}")
+    while len(history) < candidates:
+        done, gp = {r["index"] for r in history}, None
+        todo = [c for c in load_round(run_dir) if c["index"] not in done]  # a round that stopped part-way
+        if not todo:
+            index = len(history)
+            q = min(args.parallel_candidates, (args.num_init if index < args.num_init else candidates) - index)
+            if index < args.num_init:
+                todo = [{"index": i, "phi": init[i].tolist(), "acquisition": None} for i in range(index, index + q)]
+            else:  # fit the GP to everything measured so far and maximize the acquisition
+                gp, proposals = propose_round(history, q, low, high, args, seed=args.seed + index)
+                todo = [{"index": index + j, "phi": phi.tolist(), "acquisition": value}
+                        for j, (phi, value) in enumerate(proposals)]
+            with open(os.path.join(run_dir, ROUND), "w") as f:
+                json.dump(todo, f)
+        acquisitions = {c["index"]: c["acquisition"] for c in todo}
+        for record in train_round(args, todo, history, run_dir, writer, bar):
+            history.append(record)
+            history.sort(key=lambda r: r["index"])
+            write_history(run_dir, history)
+            log_candidate(writer, record, acquisitions[record["index"]], gp)
+            tqdm.write(f"candidate {record['index']}: target return {record['target_return']:.0f}, "
+                       f"source {record['source_return']}, target episodes used {record['target_episodes_used']}")
 
     start = time.time()
     agent, obs_rms, result = final_policy(args, history, low, high, run_dir, writer, bar)

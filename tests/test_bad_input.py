@@ -119,6 +119,8 @@ BAD = [
     (["bayrn_hopper.py"], ["--iterations", "0"], "--iterations"),
     (["bayrn_hopper.py"], ["--num-init", "0"], "--num-init"),
     (["bayrn_hopper.py"], ["--target-episodes", "0"], "--target-episodes"),
+    (["bayrn_hopper.py"], ["--parallel-candidates", "0"], "--parallel-candidates"),
+    (["bayrn_hopper.py"], ["--warm-start", "--parallel-candidates", "2"], "cannot train at once"),
     (["bayrn_hopper.py"], ["--acquisition", "pi"], "unknown acquisition"),
     (["bayrn_hopper.py"], ["--ucb-beta", "-1"], "--ucb-beta"),
     (["bayrn_hopper.py"], ["--gp-iters", "0"], "--gp-iters"),

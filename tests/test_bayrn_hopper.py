@@ -4,12 +4,17 @@ policy, resume and reuse of a search."""
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 from gymnasium.wrappers.utils import RunningMeanStd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.quasirandom import SobolEngine
@@ -186,8 +191,7 @@ def candidates(tmp_path, **flags):
     phi, history = bayrn.default_box()[1], []
     with SummaryWriter(tmp_path) as writer:
         for index in range(2):
-            bayrn.append_history(str(tmp_path), history, bayrn.run_candidate(args, index, phi, history, str(tmp_path),
-                                                                           writer, None))
+            history.append(bayrn.run_candidate(args, index, phi, history, str(tmp_path), writer, None))
     return history, [torch.load(tmp_path / r["policy"], weights_only=True) for r in history]
 
 
@@ -242,7 +246,8 @@ def test_search_from_reuses_the_candidates_and_only_makes_another_final_policy(t
 
 @pytest.mark.slow
 def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, tmp_path):
-    result = run_script("bayrn_hopper.py", *TINY, "--log-dir", str(tmp_path))
+    # the second time with the Hoppers in a worker process (--vector-env async): nothing may change
+    result = run_script("bayrn_hopper.py", *TINY, "--vector-env", "async", "--log-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (again,) = tmp_path.iterdir()
     keep = ("phi", "target_returns", "source_return", "train_return_last100", "target_episodes_used")
@@ -251,3 +256,72 @@ def test_the_same_search_twice_gives_the_same_candidates_and_returns(tiny_run, t
     assert first == second  # bit-identical: same proposals, same training, same target returns
     assert (json.loads((again / "eval.json").read_text())["target"]["returns"]
             == json.loads((tiny_run / "eval.json").read_text())["target"]["returns"])
+
+
+def history_of(run_dir):
+    return [json.loads(line) for line in (run_dir / bayrn.HISTORY).read_text().splitlines()]
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The worker processes (multiprocessing spawn children) of process pid."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+    workers = []
+    for child in map(int, children):
+        try:
+            with open(f"/proc/{child}/cmdline") as f:
+                if "spawn_main" in f.read():
+                    workers.append(child)
+        except FileNotFoundError:  # it ended in between
+            pass
+    return workers
+
+
+@pytest.mark.slow
+def test_parallel_candidates_train_the_same_sobol_candidates_and_a_kriging_believer_round(tiny_run, tmp_path):
+    # TINY: 2 Sobol candidates (one round of 2 workers), then 1 BO candidate; and a worker killed mid-round
+    process = subprocess.Popen([sys.executable, str(ROOT / "bayrn_hopper.py"), "--no-progress", *TINY,
+                                "--parallel-candidates", "2", "--log-dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = []
+    while not workers and process.poll() is None:
+        workers = pool_workers(process.pid)
+        time.sleep(0.05)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert "a worker died" in out
+    (run_dir,) = tmp_path.iterdir()
+    keep = ("index", "phi", "train_seed", "target_returns", "source_return", "train_return_last100",
+            "target_episodes_used")
+    parallel, sequential = ([{k: r[k] for k in keep} for r in history_of(d)] for d in (run_dir, tiny_run))
+    assert parallel == sequential  # a round of 2 Sobol candidates, then one proposal: bit-identical
+    # the whole round of 2 BO proposals: the first is the sequential proposal, the second another point
+    history = history_of(tiny_run)[:2]
+    low, high = bayrn.default_box()
+    args = bayrn.Args(gp_iters=50)
+    _, proposals = bayrn.propose_round(history, 2, low, high, args, seed=args.seed + 2)
+    gp, _, y, _ = bayrn.surrogate(history, low, high, args, args.seed + 2)
+    single, _ = bayrn.propose(gp, float(y.max()), low, high, args, seed=args.seed + 2)
+    assert torch.equal(proposals[0][0], single)
+    assert (proposals[1][0] - proposals[0][0]).abs().max() > 0.05  # kg: the believer moved the next proposal
+
+
+@pytest.mark.slow
+def test_resume_of_a_round_trains_only_its_unfinished_candidates(tiny_run, tmp_path):
+    # Stopped in the Sobol round of 2 (--parallel-candidates 2) with candidate 1 finished and 0 not.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tiny_run, resumed)
+    original = history_of(tiny_run)
+    (resumed / bayrn.HISTORY).write_text(json.dumps(original[1]) + "\n")
+    (resumed / bayrn.ROUND).write_text(json.dumps([{"index": r["index"], "phi": r["phi"], "acquisition": None}
+                                                   for r in original[:2]]))
+    (resumed / "eval.json").unlink()
+    saved = json.loads((resumed / "args.json").read_text())
+    (resumed / "args.json").write_text(json.dumps(saved | {"parallel_candidates": 2}))
+    result = run_script("bayrn_hopper.py", "--resume", str(resumed))
+    assert result.returncode == 0, result.stderr
+    assert "candidate 1:" not in result.stdout  # finished: not trained again
+    again = history_of(resumed)
+    assert [r["index"] for r in again] == [0, 1, 2] and again[1] == original[1]
+    for mine, theirs in zip(again, original):
+        assert mine["phi"] == pytest.approx(theirs["phi"]) and mine["target_returns"] == theirs["target_returns"]
