@@ -43,7 +43,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Literal
 
 import gpytorch
@@ -65,6 +66,37 @@ PHI_NAMES = [f"{body}_{end}" for body in BODIES for end in ("low", "high")]
 ACQUISITIONS = ("ucb", "ei")
 HISTORY = "bayrn_history.jsonl"
 ROUND = "bayrn_round.json"  # the candidates of the round in progress, so that a resumed search trains the same ones
+
+
+@dataclass
+class PPOArgs:
+    """The inner learner's settings: udr_hopper.py's defaults."""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate, annealed linearly to 0 over each training"""
+    num_envs: int = 1
+    """parallel environments"""
+    vector_env: Literal["sync", "async"] = "sync"
+    """step the environments in this process (sync) or in worker processes (async, gymnasium's
+    AsyncVectorEnv): the same trajectories either way"""
+    num_steps: int = 2048
+    """steps per environment per rollout"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    num_minibatches: int = 32
+    """minibatches per epoch"""
+    update_epochs: int = 10
+    """epochs per rollout"""
+    clip_coef: float = 0.2
+    """clip epsilon (policy and value)"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clipping"""
 
 
 @dataclass
@@ -127,32 +159,8 @@ class Args:
     the final policy (--final-* flags)"""
     log_dir: str = "runs"
     """where run directories are created"""
-    learning_rate: float = 3e-4
-    """PPO: Adam learning rate, annealed linearly to 0 over each training"""
-    num_envs: int = 1
-    """PPO: parallel environments"""
-    vector_env: Literal["sync", "async"] = "sync"
-    """PPO: step the environments in this process (sync) or in worker processes (async, gymnasium's
-    AsyncVectorEnv): the same trajectories either way"""
-    num_steps: int = 2048
-    """PPO: steps per environment per rollout"""
-    gamma: float = 0.99
-    """PPO: discount factor"""
-    gae_lambda: float = 0.95
-    """PPO: GAE lambda"""
-    num_minibatches: int = 32
-    """PPO: minibatches per epoch"""
-    update_epochs: int = 10
-    """PPO: epochs per rollout"""
-    clip_coef: float = 0.2
-    """PPO: clip epsilon (policy and value)"""
-    ent_coef: float = 0.0
-    """PPO: entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """PPO: value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """PPO: global gradient-norm clipping"""
-
+    ppo: tyro.conf.OmitArgPrefixes[PPOArgs] = field(default_factory=PPOArgs)
+    """the inner learner, PPO-Clip with GAE (flags without a prefix: --learning-rate, ...)"""
 
 def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (bad input)."""
@@ -160,12 +168,25 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_range(args: Args, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
+def check_range(args: Args | PPOArgs, names: tuple[str, ...], ok: Callable[[float], bool], must: str) -> None:
     """Exit 2 unless ok(value) holds for each of these flags (nan fails every comparison, so it is refused)."""
     for name in names:
         if not ok(getattr(args, name)):
             fail(f"--{name.replace('_', '-')} must be {must}, got {getattr(args, name)} "
-                 f"(the default is {Args.__dataclass_fields__[name].default})")
+                 f"(the default is {type(args).__dataclass_fields__[name].default})")
+
+
+def flat_args(args: Args) -> dict:
+    """args as one flat dict of flag values (args.json, the TensorBoard table); `resume` left out."""
+    values = {f.name: getattr(args, f.name) for f in fields(args) if f.name not in ("resume", "ppo")}
+    return values | asdict(args.ppo)
+
+
+def args_from_flat(values: dict) -> Args:
+    """Inverse of flat_args (flags that an older args.json lacks take their defaults)."""
+    ppo = {f.name for f in fields(PPOArgs)}
+    return Args(**{k: v for k, v in values.items() if k not in ppo},
+                ppo=PPOArgs(**{k: v for k, v in values.items() if k in ppo}))
 
 
 def episode_seeds(seed: int, key: tuple[int, ...]) -> tuple[int, int, int]:
@@ -273,8 +294,8 @@ def expected_improvement(mean: torch.Tensor, std: torch.Tensor, best: float) -> 
     return (mean - best) * unit.cdf(z) + std * unit.log_prob(z).exp()
 
 
-def maximize(score: Callable[[torch.Tensor], torch.Tensor], low: torch.Tensor, high: torch.Tensor, samples: int,
-             restarts: int, steps: int, seed: int) -> tuple[torch.Tensor, float]:
+def maximize(score: Callable[[torch.Tensor], torch.Tensor], seed: int, low: torch.Tensor, high: torch.Tensor,
+             samples: int, restarts: int, steps: int) -> tuple[torch.Tensor, float]:
     """argmax over the box of score(u), u in the unit cube (m, d) -> (m,): `samples` scrambled Sobol
     points, then Adam (lr 0.02, `steps` steps) from the best `restarts` of them. Every point is
     clamped to the cube and repaired (low <= high per body, in kg). Returns (phi (d,) kg, score there)."""
@@ -298,41 +319,62 @@ def maximize(score: Callable[[torch.Tensor], torch.Tensor], low: torch.Tensor, h
     return from_unit(u[best].detach(), low, high), float(values[best])
 
 
-def propose(model: GP, y_best: float, low: torch.Tensor, high: torch.Tensor, args: Args,
+def surrogate(history: list[dict], low: torch.Tensor, high: torch.Tensor, gp_iters: int, seed: int):
+    """GP on the history: unit-cube inputs (n, 6), target returns standardized to mean 0, std 1.
+    Returns (gp, x, y, (mean, std) of the returns: y * std + mean is in return units)."""
+    x = to_unit(torch.tensor([r["phi"] for r in history], dtype=torch.float64), low, high)
+    returns = torch.tensor([r["target_return"] for r in history], dtype=torch.float64)
+    scale = float(returns.std()) + 1e-9 if len(returns) > 1 else 1.0
+    y = (returns - returns.mean()) / scale
+    torch.manual_seed(seed)
+    return fit_gp(x, y, gp_iters), x, y, (float(returns.mean()), scale)
+
+
+Argmax = Callable[[Callable[[torch.Tensor], torch.Tensor], int], tuple[torch.Tensor, float]]
+"""(score, seed) -> (phi (6,) kg, score there): maximize() bound to the search box and its settings."""
+
+
+def box_argmax(low: torch.Tensor, high: torch.Tensor, args: Args) -> Argmax:
+    """maximize() over the box [low, high] with the search's --acq-samples, --acq-restarts, --acq-steps."""
+    return partial(maximize, low=low, high=high, samples=args.acq_samples, restarts=args.acq_restarts,
+                   steps=args.acq_steps)
+
+
+def propose(model: GP, y_best: float, acquisition: str, ucb_beta: float, argmax: Argmax,
             seed: int) -> tuple[torch.Tensor, float]:
-    """The next candidate: argmax of the acquisition (UCB or EI over the best standardized return
-    y_best) over the box. Returns (phi (6,) in kg, acquisition value there)."""
-    def acquisition(u):
+    """The next candidate: argmax of the acquisition ("ucb" with ucb_beta, or "ei" over the best
+    standardized return y_best) over the box. Returns (phi (6,) in kg, acquisition value there)."""
+    def score(u):
         mean, std = posterior(model, u)
-        return ucb(mean, std, args.ucb_beta) if args.acquisition == "ucb" else expected_improvement(mean, std, y_best)
-    return maximize(acquisition, low, high, args.acq_samples, args.acq_restarts, args.acq_steps, seed)
+        return ucb(mean, std, ucb_beta) if acquisition == "ucb" else expected_improvement(mean, std, y_best)
+    return argmax(score, seed)
 
 
-def propose_round(history: list[dict], q: int, low: torch.Tensor, high: torch.Tensor, args: Args,
+def propose_round(history: list[dict], q: int, low: torch.Tensor, high: torch.Tensor, acquisition: str,
+                  ucb_beta: float, argmax: Argmax, gp_iters: int,
                   seed: int) -> tuple[GP, list[tuple[torch.Tensor, float]]]:
     """q candidates to train at once. The first maximizes the acquisition of the GP on the history; each
     next one that of the GP refitted as if the previous proposals had returned their posterior mean (the
     kriging believer, Ginsbourger et al. 2010, "Kriging is well-suited to parallelize optimization",
     Sec. 3.2), which lowers the variance there and so moves the next proposal away. q = 1 is propose().
     Returns (the GP on the history, [(phi (6,) kg, acquisition value)] * q)."""
-    gp, x, y, _ = surrogate(history, low, high, args, seed)
+    gp, x, y, _ = surrogate(history, low, high, gp_iters, seed)
     believer, proposals = gp, []
     for j in range(q):
-        phi, value = propose(believer, float(y.max()), low, high, args, seed=seed)
+        phi, value = propose(believer, float(y.max()), acquisition, ucb_beta, argmax, seed)
         proposals.append((phi, value))
         if j + 1 < q:
             u = to_unit(phi, low, high)[None]
             with torch.no_grad():
                 x, y = torch.cat([x, u]), torch.cat([y, posterior(believer, u)[0]])
-            believer = fit_gp(x, y, args.gp_iters)
+            believer = fit_gp(x, y, gp_iters)
     return gp, proposals
 
 
-def phi_star(model: GP, low: torch.Tensor, high: torch.Tensor, args: Args, seed: int) -> tuple[torch.Tensor, float]:
+def phi_star(model: GP, argmax: Argmax, seed: int) -> tuple[torch.Tensor, float]:
     """BayRn's last step: phi* = argmax over the whole box of the posterior mean (not only over the
     evaluated candidates). Returns (phi* (6,) in kg, standardized posterior mean there)."""
-    return maximize(lambda u: posterior(model, u)[0], low, high, args.acq_samples, args.acq_restarts,
-                    args.acq_steps, seed)
+    return argmax(lambda u: posterior(model, u)[0], seed)
 
 
 # ---- the inner learner: PPO-Clip with GAE (same defaults and RNG use as udr_hopper.py) ----
@@ -344,14 +386,14 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 def normalize_obs(obs: np.ndarray, obs_rms: RunningMeanStd, clip: float = 10.0) -> torch.Tensor:
-    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip); obs (B, 11) -> float32 tensor; never updates obs_rms."""
+    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip); obs (B, obs_dim) -> float32 tensor; never updates obs_rms."""
     return torch.from_numpy(np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32))
 
 
 class Agent(nn.Module):
     """Separate 64-64 tanh actor and critic; Gaussian policy with a state-independent log-std."""
 
-    def __init__(self, obs_dim: int = 11, act_dim: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int):
         super().__init__()
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
@@ -399,39 +441,50 @@ def policy_state(agent: Agent, obs_rms: RunningMeanStd, optimizer_state: dict | 
     return state | ({"optimizer": optimizer_state} if optimizer_state else {})
 
 
+def new_policy() -> tuple[Agent, RunningMeanStd]:
+    """A fresh agent and observation normalizer sized by the Hopper's spaces."""
+    env = gym.make("CustomHopper-source-v0")
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    return Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+
+
 def load_policy(path: str) -> tuple[Agent, RunningMeanStd, dict | None]:
     """Inverse of policy_state: (agent, obs_rms, optimizer state or None)."""
     state = torch.load(path, weights_only=True)
-    agent, obs_rms = Agent(), RunningMeanStd(shape=(11,))
+    obs_dim, act_dim = len(state["obs_rms"]["mean"]), len(state["agent"]["actor_logstd"])
+    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
     agent.load_state_dict(state["agent"])
     obs_rms.mean, obs_rms.var = state["obs_rms"]["mean"].numpy(), state["obs_rms"]["var"].numpy()
     obs_rms.count = float(state["obs_rms"]["count"])
     return agent, obs_rms, state.get("optimizer")
 
 
-def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, timesteps: int, seed: int,
+def train_ppo(ppo: PPOArgs, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, timesteps: int, seed: int,
               writer: SummaryWriter, step_offset: int, optimizer_state: dict | None = None,
               bar: tqdm | None = None) -> tuple[list[float], dict]:
     """PPO's loop (Algorithm 1 of the PPO paper) for exactly `timesteps` env steps on
     CustomHopper-udr-v0 randomized by `bounds` ({body: (low, high)} kg); updates agent and obs_rms in
-    place; lr anneals linearly from args.learning_rate to 0. Training returns are logged at
+    place; lr anneals linearly from ppo.learning_rate to 0. Training returns are logged at
     x = step_offset + step. Returns (raw returns of the last 100 training episodes, optimizer state)."""
-    vector = gym.vector.AsyncVectorEnv if args.vector_env == "async" else gym.vector.SyncVectorEnv
-    envs = vector([lambda: gym.make("CustomHopper-udr-v0", mass_bounds=bounds)] * args.num_envs,
+    vector = gym.vector.AsyncVectorEnv if ppo.vector_env == "async" else gym.vector.SyncVectorEnv
+    envs = vector([lambda: gym.make("CustomHopper-udr-v0", mass_bounds=bounds)] * ppo.num_envs,
                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
-    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # divide by std of discounted return
+    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=ppo.gamma)  # divide by std of discounted return
     envs = gym.wrappers.vector.TransformReward(envs, lambda r: np.clip(r, -10, 10))
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=ppo.learning_rate, eps=1e-5, fused=True)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    N, minibatch_size = args.num_envs, args.num_envs * args.num_steps // args.num_minibatches
+    N, minibatch_size = ppo.num_envs, ppo.num_envs * ppo.num_steps // ppo.num_minibatches
+    obs_dim = envs.single_observation_space.shape[0]
+    act_low, act_high = envs.single_action_space.low, envs.single_action_space.high
     train_returns, global_step = [], 0
     next_obs, _ = envs.reset(seed=seed)
     while global_step < timesteps:
-        optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - global_step / timesteps)
-        T = min(args.num_steps, (timesteps - global_step) // N)  # the last rollout may be shorter: exact budget
-        obs, actions = torch.zeros((T, N, 11)), torch.zeros((T, N, 3))
+        optimizer.param_groups[0]["lr"] = ppo.learning_rate * (1.0 - global_step / timesteps)
+        T = min(ppo.num_steps, (timesteps - global_step) // N)  # the last rollout may be shorter: exact budget
+        obs, actions = torch.zeros((T, N, obs_dim)), torch.zeros((T, N, len(act_low)))
         final_obs, rewards = torch.zeros_like(obs), torch.zeros((T, N))
         terminated, dones = torch.zeros((T, N), dtype=torch.bool), torch.zeros((T, N), dtype=torch.bool)
         obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
@@ -443,7 +496,7 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
                 mean = agent.actor_mean(normalized)
                 actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
                 obs_np[step] = normalized.numpy()
-                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], -1.0, 1.0))
+                next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], act_low, act_high))
                 global_step += N
                 rewards_np[step], terminated_np[step], dones_np[step] = reward, term, term | trunc
                 for i in np.flatnonzero(dones_np[step]):  # next_obs[i] already starts the next episode
@@ -457,7 +510,7 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
             # V(s_{t+1}): V(final observation) where an episode ended at t (bootstrapped only at a truncation)
             next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
             advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
-                                              args.gamma, args.gae_lambda)
+                                              ppo.gamma, ppo.gae_lambda)
         if bar is not None:
             bar.update(T * N)
 
@@ -465,23 +518,23 @@ def train_ppo(args: Args, bounds: dict, agent: Agent, obs_rms: RunningMeanStd, t
         b_obs, b_actions = obs.reshape(batch_size, -1), actions.reshape(batch_size, -1)
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), values.reshape(-1)
-        for _ in range(args.update_epochs):
+        for _ in range(ppo.update_epochs):
             for mb in torch.randperm(batch_size).split(minibatch_size):
                 dist = agent.dist(b_obs[mb])
                 ratio = (dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]).exp()
                 mb_adv = b_advantages[mb]
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 # Eq. 7 of the PPO paper: -E[min(r A, clip(r, 1 - eps, 1 + eps) A)]
-                clipped = ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
+                clipped = ratio.clamp(1 - ppo.clip_coef, 1 + ppo.clip_coef)
                 pg_loss = -torch.min(ratio * mb_adv, clipped * mb_adv).mean()
                 new_value = agent.value(b_obs[mb])
-                v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-ppo.clip_coef, ppo.clip_coef)
                 v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
                 entropy = dist.entropy().sum(-1).mean()
-                loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss  # Eq. 9
+                loss = pg_loss - ppo.ent_coef * entropy + ppo.vf_coef * v_loss  # Eq. 9
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                nn.utils.clip_grad_norm_(agent.parameters(), ppo.max_grad_norm)
                 optimizer.step()
     envs.close()
     return train_returns[-100:], optimizer.state_dict()
@@ -492,12 +545,13 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, 
     """Returns of deterministic (mean-action) episodes on CustomHopper-<domain>-v0, env seeds seed + k;
     obs_rms is read, never updated."""
     env, returns = gym.make(f"CustomHopper-{domain}-v0"), []
+    low, high = env.action_space.low, env.action_space.high
     for k in range(episodes):
         obs, _ = env.reset(seed=seed + k)
         done, total = False, 0.0
         while not done:
             mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), -1.0, 1.0))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -528,25 +582,26 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
              "(its low end's range lies above its high end's)")
     if args.acquisition not in ACQUISITIONS:
         fail(f"unknown acquisition {args.acquisition!r} (choose one of {', '.join(ACQUISITIONS)})")
-    check_range(args, ("learning_rate", "clip_coef", "max_grad_norm"),
-                lambda v: 0 < v < math.inf, "a finite number > 0")
-    check_range(args, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
-    check_range(args, ("ucb_beta", "ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    ppo = args.ppo
+    check_range(ppo, ("learning_rate", "clip_coef", "max_grad_norm"), lambda v: 0 < v < math.inf, "a finite number > 0")
+    check_range(ppo, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
+    check_range(ppo, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    check_range(args, ("ucb_beta",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     if args.warm_start and args.parallel_candidates > 1:
         fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
              "(give --parallel-candidates 1)")
     check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
-                       "acq_steps", "gp_iters", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                       "parallel_candidates"),
-                lambda v: v > 0, "a whole number > 0")
+                       "acq_steps", "gp_iters", "parallel_candidates"), lambda v: v > 0, "a whole number > 0")
+    check_range(ppo, ("num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0,
+                "a whole number > 0")
     check_range(args, ("final_timesteps", "eval_episodes", "source_episodes"), lambda v: v >= 0, "a whole number >= 0")
     for name in ("inner_timesteps", "final_timesteps"):
-        if getattr(args, name) % args.num_envs:
-            fail(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of --num-envs {args.num_envs} "
+        if getattr(args, name) % ppo.num_envs:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of --num-envs {ppo.num_envs} "
                  "(every env takes the same number of steps)")
-    if (args.num_envs * args.num_steps) % args.num_minibatches:
-        fail(f"--num-minibatches {args.num_minibatches} does not divide num_envs * num_steps "
-             f"= {args.num_envs * args.num_steps} (pick a divisor)")
+    if (ppo.num_envs * ppo.num_steps) % ppo.num_minibatches:
+        fail(f"--num-minibatches {ppo.num_minibatches} does not divide num_envs * num_steps "
+             f"= {ppo.num_envs * ppo.num_steps} (pick a divisor)")
     if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
         fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
     return low, high
@@ -585,10 +640,10 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
     start = time.time()
     train_seed, target_seed, source_seed = episode_seeds(args.seed, (0, 0 if args.common_seed else index))
     seed_everything(train_seed)
-    agent, obs_rms, optimizer_state = Agent(), RunningMeanStd(shape=(11,)), None
+    (agent, obs_rms), optimizer_state = new_policy(), None
     if args.warm_start and history:
         agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[-1]["policy"]))
-    last100, optimizer_state = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, train_seed,
+    last100, optimizer_state = train_ppo(args.ppo, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, train_seed,
                                          writer, index * args.inner_timesteps, optimizer_state, bar)
     target = evaluate(agent, obs_rms, "target", args.target_episodes, target_seed)
     source = evaluate(agent, obs_rms, "source", args.source_episodes, source_seed)
@@ -648,17 +703,6 @@ def load_round(run_dir: str) -> list[dict]:
         return json.load(f)
 
 
-def surrogate(history: list[dict], low: torch.Tensor, high: torch.Tensor, args: Args, seed: int):
-    """GP on the history: unit-cube inputs (n, 6), target returns standardized to mean 0, std 1.
-    Returns (gp, x, y, (mean, std) of the returns: y * std + mean is in return units)."""
-    x = to_unit(torch.tensor([r["phi"] for r in history], dtype=torch.float64), low, high)
-    returns = torch.tensor([r["target_return"] for r in history], dtype=torch.float64)
-    scale = float(returns.std()) + 1e-9 if len(returns) > 1 else 1.0
-    y = (returns - returns.mean()) / scale
-    torch.manual_seed(seed)
-    return fit_gp(x, y, args.gp_iters), x, y, (float(returns.mean()), scale)
-
-
 def log_candidate(writer: SummaryWriter, record: dict, acquisition: float | None, gp: GP | None) -> None:
     i = record["index"]
     writer.add_scalar("bayrn/target_return", record["target_return"], i)
@@ -681,20 +725,20 @@ def final_policy(args: Args, history: list[dict], low: torch.Tensor, high: torch
     """phi* = argmax over the box of the GP posterior mean; the final policy trained on U(phi*) for
     final_timesteps steps, from the best candidate's policy (highest posterior mean among the
     evaluated candidates) or from scratch. Returns (agent, obs_rms, what eval.json records)."""
-    gp, x, _, (shift, scale) = surrogate(history, low, high, args, seed=args.seed)
+    gp, x, _, (shift, scale) = surrogate(history, low, high, args.gp_iters, seed=args.seed)
     with torch.no_grad():
         at_candidates = posterior(gp, x)[0] * scale + shift
     best = int(at_candidates.argmax())
-    phi, mean_star = phi_star(gp, low, high, args, seed=args.seed)
+    phi, mean_star = phi_star(gp, box_argmax(low, high, args), seed=args.seed)
     train_seed, _, _ = episode_seeds(args.seed, (1,))
     seed_everything(train_seed)
     if args.final_init == "best" or not args.final_timesteps:
         agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[best]["policy"]))
     else:
-        agent, obs_rms, optimizer_state = Agent(), RunningMeanStd(shape=(11,)), None
+        (agent, obs_rms), optimizer_state = new_policy(), None
     last100 = history[best]["train_return_last100"]
     if args.final_timesteps:
-        returns, _ = train_ppo(args, phi_to_bounds(phi), agent, obs_rms, args.final_timesteps, train_seed, writer,
+        returns, _ = train_ppo(args.ppo, phi_to_bounds(phi), agent, obs_rms, args.final_timesteps, train_seed, writer,
                                len(history) * args.inner_timesteps, optimizer_state, bar)
         last100 = float(np.mean(returns)) if returns else None
     for name, value in zip(PHI_NAMES, phi.tolist()):
@@ -716,7 +760,8 @@ def reusable_search(args: Args) -> list[dict]:
         saved = json.load(f)
     final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from",
              "vector_env"}  # vector_env: the same search either way
-    differ = [k for k, v in saved.items() if k not in final and v != getattr(args, k, v)]
+    current = flat_args(args)
+    differ = [k for k, v in saved.items() if k not in final and v != current.get(k, v)]
     if differ:
         flags = ", ".join("--" + k.replace("_", "-") for k in differ)
         fail(f"{args.search_from} searched with other settings: {flags} "
@@ -734,7 +779,7 @@ def main(args: Args) -> dict:
         if not os.path.exists(saved):
             fail(f"cannot resume {args.resume}: no args.json there (pass a run directory of this script)")
         with open(saved) as f:
-            args = Args(**{**json.load(f), "resume": args.resume, "progress": args.progress})
+            args = args_from_flat({**json.load(f), "resume": args.resume, "progress": args.progress})
         run_dir = args.resume
     low, high = check_args(args)
     reused = reusable_search(args) if args.search_from else []
@@ -744,12 +789,12 @@ def main(args: Args) -> dict:
         run_dir = os.path.join(args.log_dir, f"CustomHopper-udr__{args.exp_name}__{args.seed}__{int(time.time())}")
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump({f.name: getattr(args, f.name) for f in fields(args) if f.name != "resume"}, f, indent=2)
+            json.dump(flat_args(args), f, indent=2)
         if reused:  # its candidates become ours; the loop below then has nothing left to search
             shutil.copytree(os.path.join(args.search_from, "policies"), os.path.join(run_dir, "policies"))
             write_history(run_dir, reused)
     writer = SummaryWriter(run_dir)
-    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    table = "\n".join(f"|{k}|{v}|" for k, v in flat_args(args).items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
     history = load_history(run_dir)
     candidates = args.num_init + args.iterations
@@ -766,7 +811,8 @@ def main(args: Args) -> dict:
             if index < args.num_init:
                 todo = [{"index": i, "phi": init[i].tolist(), "acquisition": None} for i in range(index, index + q)]
             else:  # fit the GP to everything measured so far and maximize the acquisition
-                gp, proposals = propose_round(history, q, low, high, args, seed=args.seed + index)
+                gp, proposals = propose_round(history, q, low, high, args.acquisition, args.ucb_beta,
+                                              box_argmax(low, high, args), args.gp_iters, seed=args.seed + index)
                 todo = [{"index": index + j, "phi": phi.tolist(), "acquisition": value}
                         for j, (phi, value) in enumerate(proposals)]
             with open(os.path.join(run_dir, ROUND), "w") as f:

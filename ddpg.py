@@ -203,9 +203,8 @@ def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Ten
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """theta' <- tau theta + (1 - tau) theta' for every parameter (Lillicrap et al. 2015, Algorithm 1)."""
-    # theta' + tau (theta - theta') for all tensors in one call (what torch's own optimizers use):
-    # ~50 us per update instead of ~150 us for a Python loop of lerp_.
-    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+    for target_param, param in zip(target.parameters(), source.parameters()):
+        target_param.lerp_(param, tau)  # theta' + tau (theta - theta')
 
 
 def update(batch: tuple[torch.Tensor, ...], actor: Actor, critic: Critic, actor_target: Actor, critic_target: Critic,

@@ -358,13 +358,14 @@ def line_search(params: list[nn.Parameter], full_step: torch.Tensor,
     return False, max_steps, 0.0, 0.0
 
 
-def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
-              args: Args) -> dict[str, float]:
+def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, *, max_kl: float,
+              cg_iters: int, cg_damping: float, line_search_steps: int, backtrack_coef: float) -> dict[str, float]:
     """One TRPO policy update on a batch (Eq. 14 approximately solved as in Appendix C).
 
     obs (B, obs_dim) normalized, actions (B, act_dim), advantages (B,). Maximizes the surrogate
-    L(theta) = E[pi_theta(a|s) / pi_old(a|s) A] subject to mean KL(pi_old || pi_theta) <= max_kl.
-    Returns the statistics logged to TensorBoard.
+    L(theta) = E[pi_theta(a|s) / pi_old(a|s) A] subject to mean KL(pi_old || pi_theta) <= max_kl, with
+    cg_iters conjugate-gradient steps on F + cg_damping I and a line search of line_search_steps steps
+    shrinking by backtrack_coef. Returns the statistics logged to TensorBoard.
     """
     params = list(agent.actor_mean.parameters()) + [agent.actor_logstd]
     with torch.no_grad():
@@ -380,15 +381,15 @@ def trpo_step(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, advantages
     surrogate, kl = surrogate_and_kl()
     g = flat_grad(surrogate, params, retain_graph=True)
     kl_grad = flat_grad(kl, params, create_graph=True)
-    step_dir = conjugate_gradient(lambda v: fisher_vector_product(kl_grad, params, v, args.cg_damping), g,
-                                  args.cg_iters)  # s ~ F^-1 g
-    shs = step_dir @ fisher_vector_product(kl_grad, params, step_dir, args.cg_damping)  # s^T F s
-    full_step = torch.sqrt(2 * args.max_kl / (shs + 1e-12)) * step_dir  # beta s, Appendix C
+    step_dir = conjugate_gradient(lambda v: fisher_vector_product(kl_grad, params, v, cg_damping), g,
+                                  cg_iters)  # s ~ F^-1 g
+    shs = step_dir @ fisher_vector_product(kl_grad, params, step_dir, cg_damping)  # s^T F s
+    full_step = torch.sqrt(2 * max_kl / (shs + 1e-12)) * step_dir  # beta s, Appendix C
 
     with torch.no_grad():
         accepted, steps, kl_after, improvement = line_search(
-            params, full_step, lambda: tuple(x.item() for x in surrogate_and_kl()), args.max_kl,
-            args.line_search_steps, args.backtrack_coef)
+            params, full_step, lambda: tuple(x.item() for x in surrogate_and_kl()), max_kl, line_search_steps,
+            backtrack_coef)
         dist = agent.dist(obs)
         logratio = dist.log_prob(actions).sum(-1) - old_logprob
     return {"losses/policy_loss": -(surrogate.item() + improvement), "losses/kl": kl_after,
@@ -551,7 +552,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
         if args.norm_adv:
             b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        stats = trpo_step(agent, b_obs, b_actions, b_advantages, args)  # Eq. 14, Appendix C
+        stats = trpo_step(agent, b_obs, b_actions, b_advantages, max_kl=args.max_kl, cg_iters=args.cg_iters,
+                          cg_damping=args.cg_damping, line_search_steps=args.line_search_steps,
+                          backtrack_coef=args.backtrack_coef)  # Eq. 14, Appendix C
         v_loss = update_value_function(agent, vf_optimizer, b_obs, b_returns, args.vf_iters, minibatch_size)
 
         var_returns = b_returns.var()

@@ -170,7 +170,7 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 def normalize_obs(obs: np.ndarray, obs_rms: RunningMeanStd, clip: float = 10.0) -> torch.Tensor:
-    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip); obs (B, 11) -> float32 tensor (B, 11).
+    """clip((obs - mean) / sqrt(var + 1e-8), -clip, clip); obs (B, obs_dim) -> float32 tensor (B, obs_dim).
 
     Never updates obs_rms: the rollout updates it explicitly, evaluation leaves it frozen.
     """
@@ -351,6 +351,7 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
     ones seed + 10**6 + k. Returns {"mean", "std", "episodes", "returns", "masses"}; masses (kg)
     are those of the last episode, read back from the env."""
     env = make_env(domain, bounds)
+    low, high = env.action_space.low, env.action_space.high
     returns, masses = [], None
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
@@ -358,7 +359,7 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
         done, total = False, 0.0
         while not done:
             mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), -1.0, 1.0))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -367,8 +368,9 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
             "episodes": len(returns), "returns": returns, "masses": masses}
 
 
-def check_args(args: Args) -> dict | None:
-    """Exit 2 on bad input before anything is written; returns the UDR mass bounds (or None)."""
+def check_args(args: Args) -> tuple[dict | None, int, int]:
+    """Exit 2 on bad input before anything is written; returns (the UDR mass bounds or None, obs_dim,
+    act_dim) of the Hopper."""
     check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
     if args.train_domain not in DOMAINS:
         fail(f"unknown --train-domain {args.train_domain!r} (choose one of {', '.join(DOMAINS)})")
@@ -397,7 +399,10 @@ def check_args(args: Args) -> dict | None:
             fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
     if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
         fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
-    return bounds
+    env = make_env("source")
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    return bounds, obs_dim, act_dim
 
 
 def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd, reward_rms: RunningMeanStd,
@@ -409,7 +414,7 @@ def checkpoint_state(agent: Agent, obs_rms: RunningMeanStd, reward_rms: RunningM
                           "global_step": global_step, "args": asdict(args)})
 
 
-def load_checkpoint(path: str, training: bool) -> dict:
+def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> dict:
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks are
     not the Hopper's, or if `training` and it lacks the state to continue training."""
     try:
@@ -418,8 +423,9 @@ def load_checkpoint(path: str, training: bool) -> dict:
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
-    if shapes != {k: tuple(v.shape) for k, v in Agent(11, 3).state_dict().items()} or obs_shape != (11,):
-        fail(f"checkpoint {path} does not match the Hopper's observation/action sizes 11, 3 "
+    expected = {k: tuple(v.shape) for k, v in Agent(obs_dim, act_dim).state_dict().items()}
+    if shapes != expected or obs_shape != (obs_dim,):
+        fail(f"checkpoint {path} does not match the Hopper's observation/action sizes {obs_dim}, {act_dim} "
              "(pass a model.pt of udr_hopper.py)")
     if training and not {"optimizer", "reward_rms", "global_step"} <= set(checkpoint):
         fail(f"checkpoint {path} has no optimizer state (continue from a model.pt written by this version)")
@@ -509,15 +515,15 @@ def train(args: Args, bounds: dict | None, agent: Agent, obs_rms: RunningMeanStd
 
 
 def main(args: Args) -> dict:
-    bounds = check_args(args)
+    bounds, obs_dim, act_dim = check_args(args)
     path = args.checkpoint or args.init_checkpoint
-    checkpoint = load_checkpoint(path, training=bool(args.init_checkpoint)) if path else None
+    checkpoint = load_checkpoint(path, obs_dim, act_dim, training=bool(args.init_checkpoint)) if path else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent, obs_rms = Agent(11, 3), RunningMeanStd(shape=(11,))
+    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
     if checkpoint:
         agent.load_state_dict(checkpoint["agent"])
         obs_rms = rms_from_tensors(checkpoint["obs_rms"])
@@ -542,7 +548,7 @@ def main(args: Args) -> dict:
         if result[domain]["episodes"]:
             writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], trained["global_step"])
     if trained["best"]:
-        best_agent = Agent(11, 3)
+        best_agent = Agent(obs_dim, act_dim)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_rms = rms_from_tensors(trained["best"]["obs_rms"])
         result["best_model"] = {"global_step": trained["best_step"],

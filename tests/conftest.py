@@ -35,3 +35,8 @@ def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def trpo_step_settings(args) -> dict:
+    """trpo.trpo_step's keyword arguments from a trpo.Args."""
+    return {k: getattr(args, k) for k in ("max_kl", "cg_iters", "cg_damping", "line_search_steps", "backtrack_coef")}

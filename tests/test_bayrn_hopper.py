@@ -36,7 +36,8 @@ def optimize(acquisition, seed, evaluations=15):
     y = peak(x)
     while len(y) < evaluations:
         gp = bayrn.fit_gp(x, (y - y.mean()) / y.std(), args.gp_iters)
-        nxt, _ = bayrn.propose(gp, float(((y - y.mean()) / y.std()).max()), *BOX, args, seed=seed + len(y))
+        nxt, _ = bayrn.propose(gp, float(((y - y.mean()) / y.std()).max()), acquisition, args.ucb_beta,
+                               bayrn.box_argmax(*BOX, args), seed=seed + len(y))
         x, y = torch.cat([x, nxt[None]]), torch.cat([y, peak(nxt)[None]])
     return float(y.max())
 
@@ -90,7 +91,7 @@ def test_every_proposal_lies_in_the_box_with_ordered_pairs():
     for acquisition in bayrn.ACQUISITIONS:
         args = bayrn.Args(acquisition=acquisition, acq_samples=512, acq_restarts=4, acq_steps=20)
         for seed in range(5):
-            phi, _ = bayrn.propose(gp, 1.0, low, high, args, seed)
+            phi, _ = bayrn.propose(gp, 1.0, acquisition, args.ucb_beta, bayrn.box_argmax(low, high, args), seed)
             assert (phi >= low - 1e-9).all() and (phi <= high + 1e-9).all()
             assert (phi[0::2] <= phi[1::2]).all()
 
@@ -100,8 +101,8 @@ def test_inner_learner_trains_exactly_like_udr_hopper(tmp_path):
     bounds = {"thigh": (3.0, 5.0), "leg": (2.0, 3.0), "foot": (4.0, 6.0)}
     with SummaryWriter(tmp_path) as writer:
         torch.manual_seed(7)
-        ours, ours_rms = bayrn.Agent(), RunningMeanStd(shape=(11,))
-        bayrn.train_ppo(bayrn.Args(), bounds, ours, ours_rms, 2048, 7, writer, 0)
+        ours, ours_rms = bayrn.new_policy()
+        bayrn.train_ppo(bayrn.PPOArgs(), bounds, ours, ours_rms, 2048, 7, writer, 0)
         torch.manual_seed(7)
         theirs, theirs_rms = udr_hopper.Agent(11, 3), RunningMeanStd(shape=(11,))
         udr_hopper.train(udr_hopper.Args(seed=7, total_timesteps=2048, eval_freq=0, save_model=False), bounds, theirs,
@@ -171,7 +172,7 @@ def test_phi_star_is_the_posterior_mean_maximum_inside_the_box_not_a_candidate()
     y = peak(x)
     gp = bayrn.fit_gp(x, (y - y.mean()) / y.std(), 200)
     args = bayrn.Args(acq_samples=512, acq_restarts=3, acq_steps=50)
-    phi, mean = bayrn.phi_star(gp, *BOX, args, seed=0)
+    phi, mean = bayrn.phi_star(gp, bayrn.box_argmax(*BOX, args), seed=0)
     assert torch.linalg.norm(phi - centre) < 0.05, phi
     with torch.no_grad():
         assert mean > float(bayrn.posterior(gp, x)[0].max())  # higher than at every candidate
@@ -186,8 +187,8 @@ def test_seeds_come_from_seed_sequences_and_common_seed_shares_them():
 
 def candidates(tmp_path, **flags):
     """Two candidates of 64 PPO steps at the same phi, run in-process; returns their records and states."""
-    args = bayrn.Args(inner_timesteps=64, num_steps=64, num_minibatches=1, update_epochs=1, target_episodes=1,
-                      source_episodes=0, **flags)
+    args = bayrn.Args(inner_timesteps=64, target_episodes=1, source_episodes=0,
+                      ppo=bayrn.PPOArgs(num_steps=64, num_minibatches=1, update_epochs=1), **flags)
     phi, history = bayrn.default_box()[1], []
     with SummaryWriter(tmp_path) as writer:
         for index in range(2):
@@ -299,9 +300,11 @@ def test_parallel_candidates_train_the_same_sobol_candidates_and_a_kriging_belie
     history = history_of(tiny_run)[:2]
     low, high = bayrn.default_box()
     args = bayrn.Args(gp_iters=50)
-    _, proposals = bayrn.propose_round(history, 2, low, high, args, seed=args.seed + 2)
-    gp, _, y, _ = bayrn.surrogate(history, low, high, args, args.seed + 2)
-    single, _ = bayrn.propose(gp, float(y.max()), low, high, args, seed=args.seed + 2)
+    argmax = bayrn.box_argmax(low, high, args)
+    _, proposals = bayrn.propose_round(history, 2, low, high, args.acquisition, args.ucb_beta, argmax, args.gp_iters,
+                                       seed=args.seed + 2)
+    gp, _, y, _ = bayrn.surrogate(history, low, high, args.gp_iters, args.seed + 2)
+    single, _ = bayrn.propose(gp, float(y.max()), args.acquisition, args.ucb_beta, argmax, seed=args.seed + 2)
     assert torch.equal(proposals[0][0], single)
     assert (proposals[1][0] - proposals[0][0]).abs().max() > 0.05  # kg: the believer moved the next proposal
 
@@ -325,3 +328,12 @@ def test_resume_of_a_round_trains_only_its_unfinished_candidates(tiny_run, tmp_p
     assert [r["index"] for r in again] == [0, 1, 2] and again[1] == original[1]
     for mine, theirs in zip(again, original):
         assert mine["phi"] == pytest.approx(theirs["phi"]) and mine["target_returns"] == theirs["target_returns"]
+
+
+def test_args_json_keeps_flat_flags_and_older_files_still_load():
+    args = bayrn.Args(seed=4, acquisition="ei", ppo=bayrn.PPOArgs(learning_rate=1e-3, num_envs=2))
+    flat = bayrn.flat_args(args)
+    assert flat["learning_rate"] == 1e-3 and flat["num_envs"] == 2 and "ppo" not in flat  # as args.json was
+    assert bayrn.args_from_flat(flat) == args
+    older = {k: v for k, v in flat.items() if k != "vector_env"}  # written before --vector-env existed
+    assert bayrn.args_from_flat(older).ppo.vector_env == "sync"

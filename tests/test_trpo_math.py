@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import trpo_step_settings
 from torch.distributions import Normal, kl_divergence
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
@@ -66,7 +67,7 @@ def test_trpo_step_improves_the_surrogate_within_the_kl_bound():
     with torch.no_grad():
         old = agent.dist(obs)
         old = Normal(old.loc.clone(), old.scale.clone())
-    stats = trpo.trpo_step(agent, obs, actions, advantages, args)
+    stats = trpo.trpo_step(agent, obs, actions, advantages, **trpo_step_settings(args))
     with torch.no_grad():
         new = agent.dist(obs)
         kl = kl_divergence(old, new).sum(-1).mean().item()
@@ -84,7 +85,7 @@ def test_full_step_is_sized_so_that_its_quadratic_kl_is_max_kl():
     # too long exceeds delta and is only accepted after backtracking.
     agent, obs, actions, advantages = batch()
     args = trpo.Args(max_kl=0.01, cg_damping=0.0)
-    stats = trpo.trpo_step(agent, obs, actions, advantages, args)
+    stats = trpo.trpo_step(agent, obs, actions, advantages, **trpo_step_settings(args))
     assert stats["charts/line_search_steps"] == 1 and stats["charts/step_accepted"] == 1.0
     assert 0.85 * args.max_kl < stats["losses/kl"] <= args.max_kl
 

@@ -12,6 +12,7 @@ import warnings
 import gymnasium as gym
 import pytest
 import torch
+from conftest import trpo_step_settings
 
 import trpo
 
@@ -56,7 +57,8 @@ def test_one_policy_step_equals_sb3_contrib_with_its_kl_averaged_over_action_dim
     buffer.full, buffer.pos = True, batch
     before = agent.actor_logstd.detach().clone()
     peer.train()  # sb3-contrib normalizes the advantages itself
-    stats = trpo.trpo_step(agent, obs, actions, (advantages - advantages.mean()) / (advantages.std() + 1e-8), args)
+    stats = trpo.trpo_step(agent, obs, actions, (advantages - advantages.mean()) / (advantages.std() + 1e-8),
+                           **trpo_step_settings(args))
 
     assert stats["charts/step_accepted"] == 1.0 and not torch.equal(agent.actor_logstd, before)  # a real step
     with torch.no_grad():
