@@ -239,9 +239,10 @@ def search_settings(args: Args) -> str:
 
 
 def read_rows(path: str) -> list[dict]:
-    """The rows of a table's csv, cells parsed; rows from before the algo / purpose columns are udr_hopper's."""
+    """The rows of a table's csv, cells parsed (text columns stay text: commit 870e094 is not 8.7e96);
+    rows from before the algo / purpose columns are udr_hopper's."""
     with open(path) as f:
-        rows = [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: v if k in TEXT_COLUMNS else parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
     return [r | {"algo": r.get("algo") or "udr_hopper", "purpose": r.get("purpose") or "report"} for r in rows]
 
 
@@ -399,6 +400,9 @@ def reevaluate(args: Args) -> list[dict]:
                 json.dump(search | {d: result[d] for d in ("source", "target")}, f, indent=2)
     shutil.rmtree(scratch)
     return rows
+
+
+TEXT_COLUMNS = ("algo", "train_domain", "purpose", "bayrn_args", "commit")
 
 
 def parse(value: str):

@@ -340,3 +340,15 @@ def test_transfer_slots_let_a_waiting_evaluation_go_before_earlier_trainings(mon
     two = transfer.Slots(2)
     with two.take(1), two.take(1):  # n jobs at once, not more
         assert two.free == 0
+
+
+def test_transfer_csv_keeps_text_cells_that_look_like_numbers(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import transfer
+
+    path = tmp_path / "table.csv"
+    path.write_text("algo,train_domain,mass_scale,seed,commit,target_mean,bayrn_args\n"
+                    "trpo,udr,0.1,101,870e094,803.4,\n")  # a short commit hash that float() reads as 8.7e96
+    (row,) = transfer.read_rows(str(path))
+    assert row["commit"] == "870e094" and row["algo"] == "trpo" and row["purpose"] == "report"
+    assert row["mass_scale"] == 0.1 and row["seed"] == 101 and row["target_mean"] == 803.4
