@@ -72,58 +72,38 @@ ROUND = "bayrn_round.json"  # the candidates of the round in progress, so that a
 class PPOArgs:
     """The inner learner's settings: udr_hopper.py's defaults."""
 
-    learning_rate: float = 3e-4
-    """Adam learning rate, annealed linearly to 0 over each training"""
-    num_envs: int = 1
-    """parallel environments"""
+    learning_rate: float = 3e-4  # Adam learning rate, annealed linearly to 0 over each training
+    num_envs: int = 1  # parallel environments
     vector_env: Literal["sync", "async"] = "sync"
     """step the environments in this process (sync) or in worker processes (async, gymnasium's
     AsyncVectorEnv): the same trajectories either way"""
-    num_steps: int = 2048
-    """steps per environment per rollout"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """GAE lambda"""
-    num_minibatches: int = 32
-    """minibatches per epoch"""
-    update_epochs: int = 10
-    """epochs per rollout"""
-    clip_coef: float = 0.2
-    """clip epsilon (policy and value)"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping"""
+    num_steps: int = 2048  # steps per environment per rollout
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
+    num_minibatches: int = 32  # minibatches per epoch
+    update_epochs: int = 10  # epochs per rollout
+    clip_coef: float = 0.2  # clip epsilon (policy and value)
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clipping
 
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of the search; every training and episode seed is drawn from numpy's SeedSequence(seed)"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    progress: bool = True
-    """show a progress bar over the search's simulator steps (only when stderr is a terminal)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of the search; every training and episode seed is drawn from numpy's SeedSequence(seed)
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    progress: bool = True  # show a progress bar over the search's simulator steps (only when stderr is a terminal)
     phi_low: list[float] | None = None
     """lower corner of the search box, 6 numbers in kg: thigh_low thigh_high leg_low leg_high foot_low foot_high
     (default: low ends 0.2 x source mass, high ends 1.0 x)"""
     phi_high: list[float] | None = None
     """upper corner of the search box, same order (default: low ends 1.0 x source mass, high ends 1.8 x)"""
-    num_init: int = 5
-    """initial candidates from a scrambled Sobol sequence over the box"""
-    iterations: int = 5
-    """Bayesian optimization steps after the initial candidates"""
-    inner_timesteps: int = 500_000
-    """PPO steps to train each candidate's policy (udr_hopper.py's table uses the same)"""
-    target_episodes: int = 5
-    """deterministic target episodes per candidate: its J_real estimate"""
-    source_episodes: int = 5
-    """deterministic source episodes per candidate (logged, free: the source is a simulator)"""
+    num_init: int = 5  # initial candidates from a scrambled Sobol sequence over the box
+    iterations: int = 5  # Bayesian optimization steps after the initial candidates
+    inner_timesteps: int = 500_000  # PPO steps to train each candidate's policy (udr_hopper.py's table uses the same)
+    target_episodes: int = 5  # deterministic target episodes per candidate: its J_real estimate
+    source_episodes: int = 5  # deterministic source episodes per candidate (logged, free: the source is a simulator)
     common_seed: bool = False
     """every candidate trains and is scored with the same seeds (common random numbers), so that their
     differences come from phi"""
@@ -133,32 +113,23 @@ class Args:
     parallel_candidates: int = 1
     """candidates trained at once, each in a worker process: the Sobol candidates in rounds of this many,
     then as many proposals per Bayesian-optimization round (kriging believer); not with --warm-start"""
-    acquisition: str = "ucb"
-    """ucb or ei (expected improvement)"""
-    ucb_beta: float = 0.1
-    """beta of UCB = mu + sqrt(beta) sigma (0.1 as in the paper's code)"""
-    acq_samples: int = 4096
-    """Sobol points on which the acquisition (and at the end the posterior mean) is evaluated"""
-    acq_restarts: int = 5
-    """the best points, refined by gradient ascent on the acquisition"""
-    acq_steps: int = 50
-    """Adam steps of each refinement"""
-    gp_iters: int = 200
-    """Adam steps maximizing the GP's exact marginal log likelihood"""
+    acquisition: str = "ucb"  # ucb or ei (expected improvement)
+    ucb_beta: float = 0.1  # beta of UCB = mu + sqrt(beta) sigma (0.1 as in the paper's code)
+    acq_samples: int = 4096  # Sobol points on which the acquisition (and at the end the posterior mean) is evaluated
+    acq_restarts: int = 5  # the best points, refined by gradient ascent on the acquisition
+    acq_steps: int = 50  # Adam steps of each refinement
+    gp_iters: int = 200  # Adam steps maximizing the GP's exact marginal log likelihood
     final_timesteps: int = 500_000
     """PPO steps of the final policy on U(phi*) (0: the final policy is the best candidate's, untouched)"""
     final_init: Literal["best", "scratch"] = "best"
     """start the final policy from the candidate with the highest posterior mean (best) or from a fresh
     network (scratch)"""
-    eval_episodes: int = 100
-    """final deterministic episodes on target and on source"""
-    resume: str | None = None
-    """continue this run directory from its bayrn_history.jsonl (with its saved settings)"""
+    eval_episodes: int = 100  # final deterministic episodes on target and on source
+    resume: str | None = None  # continue this run directory from its bayrn_history.jsonl (with its saved settings)
     search_from: str | None = None
     """a finished search's run directory: reuse its candidates (same search settings required) and only make
     the final policy (--final-* flags)"""
-    log_dir: str = "runs"
-    """where run directories are created"""
+    log_dir: str = "runs"  # where run directories are created
     ppo: tyro.conf.OmitArgPrefixes[PPOArgs] = field(default_factory=PPOArgs)
     """the inner learner, PPO-Clip with GAE (flags without a prefix: --learning-rate, ...)"""
 

@@ -52,56 +52,35 @@ NOISES = ("gaussian", "ou")
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environment"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads"""
-    env_id: str = "Hopper-v4"
-    """gymnasium id of an environment with a Box action space"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of training"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of actor and critic"""
-    buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions (allocated once)"""
-    gamma: float = 0.99
-    """discount factor"""
-    tau: float = 0.005
-    """target smoothing coefficient: theta' <- tau theta + (1 - tau) theta'"""
-    batch_size: int = 256
-    """transitions per gradient step"""
-    noise: str = "gaussian"
-    """exploration noise: gaussian (Fujimoto et al.) or ou (Ornstein-Uhlenbeck, Lillicrap et al.)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environment
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads
+    env_id: str = "Hopper-v4"  # gymnasium id of an environment with a Box action space
+    total_timesteps: int = 1_000_000  # total environment steps of training
+    learning_rate: float = 3e-4  # Adam learning rate of actor and critic
+    buffer_size: int = 1_000_000  # replay buffer capacity in transitions (allocated once)
+    gamma: float = 0.99  # discount factor
+    tau: float = 0.005  # target smoothing coefficient: theta' <- tau theta + (1 - tau) theta'
+    batch_size: int = 256  # transitions per gradient step
+    noise: str = "gaussian"  # exploration noise: gaussian (Fujimoto et al.) or ou (Ornstein-Uhlenbeck, Lillicrap)
     exploration_noise: float = 0.1
     """std of the Gaussian noise (or sigma of the OU process), as a fraction of the action half-range"""
-    ou_theta: float = 0.15
-    """mean reversion of the OU noise (Lillicrap et al.: 0.15)"""
-    learning_starts: int = 25_000
-    """uniform random actions and no updates for this many steps"""
-    policy_frequency: int = 1
-    """update the actor and the targets every this many critic updates (1 = DDPG as published)"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes after training"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    ou_theta: float = 0.15  # mean reversion of the OU noise (Lillicrap et al.: 0.15)
+    learning_starts: int = 25_000  # uniform random actions and no updates for this many steps
+    policy_frequency: int = 1  # update the actor and the targets every this many critic updates (1 = DDPG as published)
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 10  # deterministic evaluation episodes after training
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt (networks, optimizers, global step; replay_buffer.pt beside it if there)"""
     eval_freq: int = 50_000
     """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    progress: bool = True  # show a progress bar when stderr is a terminal
 
 
 def fail(message: str) -> None:

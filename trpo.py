@@ -58,65 +58,41 @@ import hopper_envs  # noqa: F401  (registers the CustomHopper-* ids)
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for 64-unit networks"""
-    env_id: str = "Hopper-v4"
-    """gymnasium id of an environment with a Box action space"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of training"""
-    num_envs: int = 2
-    """parallel environments"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environments
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads; 1 is fastest for 64-unit networks
+    env_id: str = "Hopper-v4"  # gymnasium id of an environment with a Box action space
+    total_timesteps: int = 1_000_000  # total environment steps of training
+    num_envs: int = 2  # parallel environments
     vector_env: Literal["sync", "async"] = "sync"
     """sync: the envs step one after another in this process; async: one worker process per env
     (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
-    num_steps: int = 1024
-    """steps per environment per policy update"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """GAE lambda"""
+    num_steps: int = 1024  # steps per environment per policy update
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
     max_kl: float = 0.03
     """trust region: bound delta on the mean over states of KL(pi_old || pi), summed over action dims"""
-    cg_iters: int = 10
-    """conjugate-gradient iterations for F^-1 g"""
-    cg_damping: float = 0.3
-    """added to the Fisher: (F + damping I) v, keeps CG well conditioned"""
-    line_search_steps: int = 10
-    """backtracking steps before the update is rejected"""
-    backtrack_coef: float = 0.8
-    """step shrink factor per backtracking step"""
-    norm_adv: bool = True
-    """normalize advantages over the batch"""
-    vf_lr: float = 1e-3
-    """Adam learning rate of the value function (the policy step has no learning rate)"""
-    vf_iters: int = 20
-    """epochs of value-function regression per batch (20: rl-zoo's TRPO Hopper setting)"""
-    vf_minibatches: int = 16
-    """minibatches per value-function epoch; must divide num_envs * num_steps"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes after training"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    cg_iters: int = 10  # conjugate-gradient iterations for F^-1 g
+    cg_damping: float = 0.3  # added to the Fisher: (F + damping I) v, keeps CG well conditioned
+    line_search_steps: int = 10  # backtracking steps before the update is rejected
+    backtrack_coef: float = 0.8  # step shrink factor per backtracking step
+    norm_adv: bool = True  # normalize advantages over the batch
+    vf_lr: float = 1e-3  # Adam learning rate of the value function (the policy step has no learning rate)
+    vf_iters: int = 20  # epochs of value-function regression per batch (20: rl-zoo's TRPO Hopper setting)
+    vf_minibatches: int = 16  # minibatches per value-function epoch; must divide num_envs * num_steps
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 10  # deterministic evaluation episodes after training
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt: weights, normalization, value optimizer, global step"""
     eval_freq: int = 50_000
     """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    progress: bool = True  # show a progress bar when stderr is a terminal
 
 
 def fail(message: str) -> None:

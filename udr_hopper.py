@@ -52,65 +52,42 @@ DOMAINS = ("source", "target", "udr")
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for 64-unit networks"""
-    train_domain: str = "udr"
-    """source, target (the oracle), or udr (source with randomized thigh / leg / foot masses)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environments
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads; 1 is fastest for 64-unit networks
+    train_domain: str = "udr"  # source, target (the oracle), or udr (source with randomized thigh / leg / foot masses)
     mass_low: dict[str, float] | None = None
     """udr: lower mass bound in kg per body, e.g. thigh 3.0 leg 2.0 foot 4.5 (unnamed bodies stay fixed)"""
     mass_high: dict[str, float] | None = None
     """udr: upper mass bound in kg per body, naming the same bodies as --mass-low"""
     mass_scale: float | None = None
     """udr: bounds (1 -+ scale) x the source mass of thigh, leg and foot (default 0.1 when no bounds are given)"""
-    total_timesteps: int = 500_000
-    """total environment steps of training (the same for every row of the transfer table)"""
-    learning_rate: float = 3e-4
-    """Adam learning rate (start value, annealed linearly to 0)"""
-    num_envs: int = 1
-    """parallel environments"""
+    total_timesteps: int = 500_000  # total environment steps of training (the same for every row of the transfer table)
+    learning_rate: float = 3e-4  # Adam learning rate (start value, annealed linearly to 0)
+    num_envs: int = 1  # parallel environments
     vector_env: Literal["sync", "async"] = "sync"
     """sync: the envs step one after another in this process; async: one worker process per env
     (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
-    num_steps: int = 2048
-    """steps per environment per rollout"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """GAE lambda"""
-    num_minibatches: int = 32
-    """minibatches per epoch; must divide num_envs * num_steps"""
-    update_epochs: int = 10
-    """epochs over each rollout"""
-    clip_coef: float = 0.2
-    """epsilon of the clipped surrogate (also clips the value loss)"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 50
-    """deterministic evaluation episodes after training, on each of source and target"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    num_steps: int = 2048  # steps per environment per rollout
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
+    num_minibatches: int = 32  # minibatches per epoch; must divide num_envs * num_steps
+    update_epochs: int = 10  # epochs over each rollout
+    clip_coef: float = 0.2  # epsilon of the clipped surrogate (also clips the value loss)
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clipping
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 50  # deterministic evaluation episodes after training, on each of source and target
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt: weights, normalization, optimizer, global step"""
     eval_freq: int = 25_000
     """env steps between deterministic evaluations on the TRAINING domain (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
+    progress: bool = True  # show a progress bar when stderr is a terminal
 
 
 def fail(message: str) -> None:
