@@ -86,6 +86,7 @@ class PPOArgs:
     ent_coef: float = 0.0  # entropy bonus coefficient
     vf_coef: float = 0.5  # value loss coefficient
     max_grad_norm: float = 0.5  # global gradient-norm clipping
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 @dataclass
@@ -412,19 +413,19 @@ def policy_state(agent: Agent, obs_rms: RunningMeanStd, optimizer_state: dict | 
     return state | ({"optimizer": optimizer_state} if optimizer_state else {})
 
 
-def new_policy() -> tuple[Agent, RunningMeanStd]:
-    """A fresh agent and observation normalizer sized by the Hopper's spaces."""
+def new_policy(device: torch.device | str = "cpu") -> tuple[Agent, RunningMeanStd]:
+    """A fresh agent on `device` and an observation normalizer, sized by the Hopper's spaces."""
     env = gym.make("CustomHopper-source-v0")
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
-    return Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    return Agent(obs_dim, act_dim).to(device), RunningMeanStd(shape=(obs_dim,))
 
 
-def load_policy(path: str) -> tuple[Agent, RunningMeanStd, dict | None]:
-    """Inverse of policy_state: (agent, obs_rms, optimizer state or None)."""
-    state = torch.load(path, weights_only=True)
+def load_policy(path: str, device: torch.device | str = "cpu") -> tuple[Agent, RunningMeanStd, dict | None]:
+    """Inverse of policy_state: (agent on `device`, obs_rms, optimizer state or None)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
     obs_dim, act_dim = len(state["obs_rms"]["mean"]), len(state["agent"]["actor_logstd"])
-    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    agent, obs_rms = Agent(obs_dim, act_dim).to(device), RunningMeanStd(shape=(obs_dim,))
     agent.load_state_dict(state["agent"])
     obs_rms.mean, obs_rms.var = state["obs_rms"]["mean"].numpy(), state["obs_rms"]["var"].numpy()
     obs_rms.count = float(state["obs_rms"]["count"])
@@ -448,7 +449,7 @@ def train_ppo(ppo: PPOArgs, bounds: dict, agent: Agent, obs_rms: RunningMeanStd,
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     N, minibatch_size = ppo.num_envs, ppo.num_envs * ppo.num_steps // ppo.num_minibatches
-    obs_dim = envs.single_observation_space.shape[0]
+    obs_dim, device = envs.single_observation_space.shape[0], agent.actor_logstd.device
     act_low, act_high = envs.single_action_space.low, envs.single_action_space.high
     train_returns, global_step = [], 0
     next_obs, _ = envs.reset(seed=seed)
@@ -464,8 +465,8 @@ def train_ppo(ppo: PPOArgs, bounds: dict, agent: Agent, obs_rms: RunningMeanStd,
             for step in range(T):
                 obs_rms.update(next_obs)
                 normalized = normalize_obs(next_obs, obs_rms)
-                mean = agent.actor_mean(normalized)
-                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+                mean = agent.actor_mean(normalized.to(device))
+                actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).cpu().numpy()
                 obs_np[step] = normalized.numpy()
                 next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], act_low, act_high))
                 global_step += N
@@ -475,9 +476,13 @@ def train_ppo(ppo: PPOArgs, bounds: dict, agent: Agent, obs_rms: RunningMeanStd,
                 for i in np.flatnonzero(infos.get("_episode", ())):
                     train_returns.append(float(infos["episode"]["r"][i]))
                     writer.add_scalar("charts/episodic_return", train_returns[-1], step_offset + global_step)
+        # gathered in CPU memory, updated on the agent's device
+        obs, actions, final_obs, rewards, terminated, dones = (
+            x.to(device) for x in (obs, actions, final_obs, rewards, terminated, dones))
+        with torch.no_grad():
             dist = agent.dist(obs)
             logprobs, values = dist.log_prob(actions).sum(-1), agent.value(obs)
-            last_value = agent.value(normalize_obs(next_obs, obs_rms))
+            last_value = agent.value(normalize_obs(next_obs, obs_rms).to(device))
             # V(s_{t+1}): V(final observation) where an episode ended at t (bootstrapped only at a truncation)
             next_values = torch.where(dones, agent.value(final_obs), torch.cat([values[1:], last_value[None]]))
             advantages, returns = compute_gae(rewards, values, next_values, terminated, dones,
@@ -490,7 +495,7 @@ def train_ppo(ppo: PPOArgs, bounds: dict, agent: Agent, obs_rms: RunningMeanStd,
         b_logprobs, b_advantages = logprobs.reshape(-1), advantages.reshape(-1)
         b_returns, b_values = returns.reshape(-1), values.reshape(-1)
         for _ in range(ppo.update_epochs):
-            for mb in torch.randperm(batch_size).split(minibatch_size):
+            for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
                 dist = agent.dist(b_obs[mb])
                 ratio = (dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]).exp()
                 mb_adv = b_advantages[mb]
@@ -521,8 +526,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, episodes: int, 
         obs, _ = env.reset(seed=seed + k)
         done, total = False, 0.0
         while not done:
-            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms).to(agent.actor_logstd.device))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].cpu().numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -558,6 +563,8 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     check_range(ppo, ("gamma", "gae_lambda"), lambda v: 0 <= v <= 1, "in [0, 1]")
     check_range(ppo, ("ent_coef", "vf_coef"), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     check_range(args, ("ucb_beta",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
+    if ppo.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.warm_start and args.parallel_candidates > 1:
         fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
              "(give --parallel-candidates 1)")
@@ -598,6 +605,18 @@ def write_history(run_dir: str, history: list[dict]) -> None:
     os.replace(path + ".tmp", path)
 
 
+def configure_torch(args: Args) -> None:
+    """One CPU thread per process (the networks are small; workers share the cores), deterministic algorithms."""
+    if args.ppo.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+
+
+def device_of(args: Args) -> torch.device:
+    return torch.device("cuda" if args.ppo.cuda else "cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -611,9 +630,9 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
     start = time.time()
     train_seed, target_seed, source_seed = episode_seeds(args.seed, (0, 0 if args.common_seed else index))
     seed_everything(train_seed)
-    (agent, obs_rms), optimizer_state = new_policy(), None
+    (agent, obs_rms), optimizer_state = new_policy(device_of(args)), None
     if args.warm_start and history:
-        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[-1]["policy"]))
+        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[-1]["policy"]), device_of(args))
     last100, optimizer_state = train_ppo(args.ppo, phi_to_bounds(phi), agent, obs_rms, args.inner_timesteps, train_seed,
                                          writer, index * args.inner_timesteps, optimizer_state, bar)
     target = evaluate(agent, obs_rms, "target", args.target_episodes, target_seed)
@@ -632,8 +651,7 @@ def run_candidate(args: Args, index: int, phi: torch.Tensor, history: list[dict]
 def train_candidate(args: Args, index: int, phi: list[float], run_dir: str) -> dict:
     """run_candidate in a worker process, with its own TensorBoard file in run_dir; the same record as in
     the main process (the candidate's seeds come from its index)."""
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(args.torch_deterministic)
+    configure_torch(args)
     writer = SummaryWriter(run_dir, filename_suffix=f".candidate{index}")
     record = run_candidate(args, index, torch.tensor(phi, dtype=torch.float64), [], run_dir, writer, None)
     writer.close()
@@ -704,9 +722,9 @@ def final_policy(args: Args, history: list[dict], low: torch.Tensor, high: torch
     train_seed, _, _ = episode_seeds(args.seed, (1,))
     seed_everything(train_seed)
     if args.final_init == "best" or not args.final_timesteps:
-        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[best]["policy"]))
+        agent, obs_rms, optimizer_state = load_policy(os.path.join(run_dir, history[best]["policy"]), device_of(args))
     else:
-        (agent, obs_rms), optimizer_state = new_policy(), None
+        (agent, obs_rms), optimizer_state = new_policy(device_of(args)), None
     last100 = history[best]["train_return_last100"]
     if args.final_timesteps:
         returns, _ = train_ppo(args.ppo, phi_to_bounds(phi), agent, obs_rms, args.final_timesteps, train_seed, writer,
@@ -730,7 +748,7 @@ def reusable_search(args: Args) -> list[dict]:
     with open(path) as f:
         saved = json.load(f)
     final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from",
-             "vector_env"}  # vector_env: the same search either way
+             "vector_env", "cuda"}  # vector_env, cuda: the same search either way
     current = flat_args(args)
     differ = [k for k, v in saved.items() if k not in final and v != current.get(k, v)]
     if differ:
@@ -754,8 +772,7 @@ def main(args: Args) -> dict:
         run_dir = args.resume
     low, high = check_args(args)
     reused = reusable_search(args) if args.search_from else []
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.set_num_threads(1)
+    configure_torch(args)
     if not args.resume:
         run_dir = os.path.join(args.log_dir, f"CustomHopper-udr__{args.exp_name}__{args.seed}__{int(time.time())}")
         os.makedirs(run_dir)

@@ -81,6 +81,8 @@ class Args:
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False
+    """networks and updates on the GPU (torch.cuda); the environment and the replay buffer stay in CPU memory"""
 
 
 def fail(message: str) -> None:
@@ -243,12 +245,12 @@ def evaluate(actor: Actor, env_id: str, seeds: range, video_dir: str | None = No
     env = make_env(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda k: True, disable_logger=True)
-    returns = []
+    returns, device = [], actor.action_scale.device
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
-            action = actor(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+            action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0].cpu().numpy()
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
@@ -270,6 +272,8 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     check_range(args, ("learning_starts", "eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.noise not in NOISES:
         fail(f"unknown noise {args.noise!r} (choose one of {', '.join(NOISES)})")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -306,10 +310,11 @@ def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
 NETWORKS = ("actor", "critic", "actor_target", "critic_target")
 
 
-def make_networks(obs_space: gym.spaces.Box, act_space: gym.spaces.Box) -> dict[str, nn.Module]:
-    """Actor, critic and their target copies (which take no gradients), keyed by NETWORKS."""
+def make_networks(obs_space: gym.spaces.Box, act_space: gym.spaces.Box, device: torch.device) -> dict[str, nn.Module]:
+    """Actor, critic and their target copies (which take no gradients) on `device`, keyed by NETWORKS."""
     obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
-    actor, critic = Actor(obs_dim, act_dim, act_space.low, act_space.high), Critic(obs_dim, act_dim)
+    actor = Actor(obs_dim, act_dim, act_space.low, act_space.high).to(device)
+    critic = Critic(obs_dim, act_dim).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     for p in (*actor_target.parameters(), *critic_target.parameters()):
         p.requires_grad_(False)
@@ -321,7 +326,7 @@ def load_checkpoint(path: str, networks: dict[str, nn.Module], training: bool) -
     and return it; exits 2 if unreadable, if a network's shapes differ, or if `training` and it
     lacks the optimizer state."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {name: {k: tuple(v.shape) for k, v in checkpoint[name].items()} for name in networks}
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         fail(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} (pass a model.pt written by this script)")
@@ -347,6 +352,7 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
     env.action_space.seed(args.seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
+    device = actor.action_scale.device
     rng = np.random.default_rng(args.seed)
     replay_buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim, rng)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
@@ -358,7 +364,7 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
         first_step = updates_after = int(resume["global_step"])
         buffer_path = os.path.join(os.path.dirname(args.init_checkpoint), "replay_buffer.pt")
         if os.path.isfile(buffer_path):
-            replay_buffer.load(torch.load(buffer_path, weights_only=True))
+            replay_buffer.load(torch.load(buffer_path, map_location="cpu", weights_only=True))
         else:  # no data to replay: the loaded policy (with noise, not uniform actions) fills the buffer first
             updates_after += args.learning_starts
     half_range = (high - low) / 2
@@ -381,7 +387,7 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
             action = env.action_space.sample()
         else:
             with torch.inference_mode():
-                action = actor(torch.from_numpy(obs.astype(np.float32))[None])[0].numpy()
+                action = actor(torch.from_numpy(obs.astype(np.float32))[None].to(device))[0].cpu().numpy()
             noise = ou() if ou else rng.normal(0.0, args.exploration_noise, act_dim)
             action = np.clip(action + noise * half_range, low, high)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -397,7 +403,8 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
                 ou.reset()
 
         if global_step > updates_after:
-            qf_loss, q, loss = update(replay_buffer.sample(args.batch_size), actor, critic, actor_target, critic_target,
+            batch = tuple(x.to(device) for x in replay_buffer.sample(args.batch_size))
+            qf_loss, q, loss = update(batch, actor, critic, actor_target, critic_target,
                                       actor_optimizer, critic_optimizer, args.gamma, args.tau,
                                       update_actor=global_step % args.policy_frequency == 0)
             actor_loss = loss if loss is not None else actor_loss
@@ -436,9 +443,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    networks = make_networks(obs_space, act_space)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    networks = make_networks(obs_space, act_space, device)
     actor = networks["actor"]
     checkpoint = None
     if args.checkpoint:
@@ -470,7 +480,7 @@ def main(args: Args) -> dict:
         "checkpoint": args.checkpoint or args.init_checkpoint, "best_model": None,
     }
     if trained["best"]:
-        best_actor = make_networks(obs_space, act_space)["actor"]
+        best_actor = make_networks(obs_space, act_space, device)["actor"]
         best_actor.load_state_dict(trained["best"]["actor"])
         best_returns = evaluate(best_actor, args.env_id, final_seeds)
         result["best_model"] = {

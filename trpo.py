@@ -93,6 +93,7 @@ class Args:
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
     progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 def fail(message: str) -> None:
@@ -229,7 +230,8 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float,
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
                     num_steps: int) -> Rollout:
     """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
-    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step.
+    The rollout is gathered in CPU memory and returned on the agent's device."""
     N, obs_dim = next_obs.shape
     obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
     actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
@@ -239,13 +241,13 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
     obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
         x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
     low, high = envs.single_action_space.low, envs.single_action_space.high
-    episodes = []
+    episodes, device = [], agent.actor_logstd.device
     for step in range(num_steps):
         obs_rms.update(next_obs)
         normalized = normalize_obs(next_obs, obs_rms)
         # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
-        mean = agent.actor_mean(normalized)
-        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        mean = agent.actor_mean(normalized.to(device))
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).cpu().numpy()
         obs_np[step] = normalized.numpy()
         # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
         next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
@@ -254,8 +256,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
             final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
         for i in np.flatnonzero(infos.get("_episode", ())):
             episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
-    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
-                   next_obs, episodes)
+    tensors = (obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms))
+    return Rollout(*(x.to(device) for x in tensors), next_obs, episodes)
 
 
 @torch.no_grad()
@@ -380,7 +382,7 @@ def update_value_function(agent: Agent, vf_optimizer: torch.optim.Optimizer, obs
     Adam on 0.5 (V(s) - R)^2. obs (B, obs_dim) normalized, returns (B,). Returns the mean loss."""
     v_losses = []
     for epoch in range(vf_iters):
-        for mb in torch.randperm(len(returns)).split(minibatch_size):
+        for mb in torch.randperm(len(returns), device=returns.device).split(minibatch_size):
             v_loss = 0.5 * ((agent.value(obs[mb]) - returns[mb]) ** 2).mean()
             vf_optimizer.zero_grad()
             v_loss.backward()
@@ -404,8 +406,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range,
         obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
-            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms).to(agent.actor_logstd.device))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].cpu().numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -430,6 +432,8 @@ def check_args(args: Args) -> tuple[int, int]:
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
              "(give a multiple: every env steps the same number of times)")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -474,7 +478,7 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
     not fit (obs_dim, act_dim), or if `training` and it lacks the state to continue training."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
@@ -568,9 +572,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent, obs_rms = Agent(obs_dim, act_dim).to(device), RunningMeanStd(shape=(obs_dim,))
     if checkpoint:
         agent.load_state_dict(checkpoint["agent"])
         obs_rms = rms_from_tensors(checkpoint["obs_rms"])
@@ -600,7 +607,7 @@ def main(args: Args) -> dict:
         "best_model": None,
     }
     if trained["best"]:
-        best_agent = Agent(obs_dim, act_dim)
+        best_agent = Agent(obs_dim, act_dim).to(device)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_returns = evaluate(best_agent, rms_from_tensors(trained["best"]["obs_rms"]), args.env_id, final_seeds)
         result["best_model"] = {

@@ -88,6 +88,7 @@ class Args:
     """env steps between deterministic evaluations on the TRAINING domain (0 = off); the best is kept"""
     periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 def fail(message: str) -> None:
@@ -235,7 +236,8 @@ class Rollout(NamedTuple):
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
                     num_steps: int) -> Rollout:
     """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
-    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step.
+    The rollout is gathered in CPU memory and returned on the agent's device."""
     N, obs_dim = next_obs.shape
     obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
     actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
@@ -245,13 +247,13 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
     obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
         x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
     low, high = envs.single_action_space.low, envs.single_action_space.high
-    episodes, resets = [], []
+    episodes, resets, device = [], [], agent.actor_logstd.device
     for step in range(num_steps):
         obs_rms.update(next_obs)
         normalized = normalize_obs(next_obs, obs_rms)
         # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
-        mean = agent.actor_mean(normalized)
-        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        mean = agent.actor_mean(normalized.to(device))
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).cpu().numpy()
         obs_np[step] = normalized.numpy()
         # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
         next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
@@ -264,8 +266,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
             resets.extend((step, i, masses[i]) for i in ended)
         for i in np.flatnonzero(infos.get("_episode", ())):
             episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
-    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
-                   next_obs, episodes, resets)
+    tensors = (obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms))
+    return Rollout(*(x.to(device) for x in tensors), next_obs, episodes, resets)
 
 
 @torch.no_grad()
@@ -297,7 +299,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
         b_logprobs = agent.dist(b_obs).log_prob(b_actions).sum(-1)
     stats = []
     for _ in range(update_epochs):
-        for mb in torch.randperm(batch_size).split(minibatch_size):
+        for mb in torch.randperm(batch_size, device=b_obs.device).split(minibatch_size):
             dist = agent.dist(b_obs[mb])
             logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
             ratio = logratio.exp()
@@ -335,8 +337,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
         masses = hopper_envs.get_masses(env)
         done, total = False, 0.0
         while not done:
-            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms).to(agent.actor_logstd.device))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].cpu().numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -369,6 +371,8 @@ def check_args(args: Args) -> tuple[dict | None, int, int]:
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
              "(give a multiple: every env steps the same number of times)")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -395,7 +399,7 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks are
     not the Hopper's, or if `training` and it lacks the state to continue training."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
@@ -498,9 +502,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent, obs_rms = Agent(obs_dim, act_dim).to(device), RunningMeanStd(shape=(obs_dim,))
     if checkpoint:
         agent.load_state_dict(checkpoint["agent"])
         obs_rms = rms_from_tensors(checkpoint["obs_rms"])
@@ -525,7 +532,7 @@ def main(args: Args) -> dict:
         if result[domain]["episodes"]:
             writer.add_scalar(f"eval/{domain}_return", result[domain]["mean"], trained["global_step"])
     if trained["best"]:
-        best_agent = Agent(obs_dim, act_dim)
+        best_agent = Agent(obs_dim, act_dim).to(device)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_rms = rms_from_tensors(trained["best"]["obs_rms"])
         result["best_model"] = {"global_step": trained["best_step"],

@@ -8,6 +8,7 @@ are checked to end without a traceback.
 """
 
 import pytest
+import torch
 import tyro
 from conftest import run_script
 
@@ -27,6 +28,7 @@ TRAINERS = EVERY[:-1]  # bayrn_hopper.py trains candidates, not one policy: no -
 ANNEALED = ["ppo_continuous.py", "trpo.py", "a2c.py", "udr_hopper.py", "bayrn_hopper.py"]  # use GAE
 PPO_LIKE = ["ppo_continuous.py", "udr_hopper.py", "bayrn_hopper.py"]
 LR = [s for s in EVERY if s != "trpo.py"]  # TRPO's policy step has no learning rate
+CUDA = ["trpo.py", "ddpg.py", "udr_hopper.py", "bayrn_hopper.py"]  # scripts with --cuda so far
 
 # (scripts, arguments, words the error line must contain)
 BAD = [
@@ -103,6 +105,7 @@ BAD = [
     (["ddpg.py"], ["--exploration-noise", "-0.1"], "--exploration-noise"),
     (["ddpg.py"], ["--ou-theta", "0"], "--ou-theta"),
     (["ddpg.py"], ["--policy-frequency", "0"], "--policy-frequency"),
+    ([] if torch.cuda.is_available() else CUDA, ["--cuda"], "no CUDA device"),
     (["udr_hopper.py"], ["--train-domain", "real"], "unknown --train-domain"),
     (["udr_hopper.py"], ["--mass-scale", "1.0"], "--mass-scale"),
     (["udr_hopper.py"], ["--mass-scale", "-0.1"], "--mass-scale"),

@@ -129,3 +129,25 @@ def test_capture_video_records_each_evaluation_episode(tmp_path):
     videos = sorted((run_dir / "videos").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert not (run_dir / "model.pt").exists() and not (run_dir / "best_model.pt").exists()
+
+
+CUDA_SCRIPTS = ["trpo.py", "ddpg.py"]  # grows as the scripts take --cuda
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this machine has none)")
+@pytest.mark.parametrize("script", CUDA_SCRIPTS)
+def test_a_gpu_run_trains_on_the_gpu_and_its_checkpoint_evaluates_on_the_cpu(script, tmp_path):
+    extra = SCRIPTS[script][2]
+    trained = run_script(script, "--cuda", "--env-id", "Hopper-v4", "--total-timesteps", "3000", "--eval-episodes", "2",
+                         "--eval-freq", "0", "--log-dir", str(tmp_path / "gpu"), *extra)
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = (tmp_path / "gpu").iterdir()
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    network = state["agent"] if "agent" in state else state["actor"]
+    assert all(t.is_cuda for t in network.values())  # the networks trained on the GPU
+    on_cpu = run_script(script, "--no-cuda", "--env-id", "Hopper-v4", "--checkpoint", str(run_dir / "model.pt"),
+                        "--eval-episodes", "2", "--log-dir", str(tmp_path / "cpu"))
+    assert on_cpu.returncode == 0, on_cpu.stderr
+    (cpu_dir,) = (tmp_path / "cpu").iterdir()
+    expected = json.loads((run_dir / "eval.json").read_text())["returns"]
+    assert json.loads((cpu_dir / "eval.json").read_text())["returns"] == pytest.approx(expected, rel=1e-3)

@@ -73,7 +73,7 @@ def run_random_steps(env_id, steps, tmp_path):
     args = ddpg.Args(env_id=env_id, total_timesteps=steps, learning_starts=steps, buffer_size=1000,
                      progress=False, eval_freq=0, save_model=False)
     env = ddpg.make_env(env_id)
-    networks = ddpg.make_networks(env.observation_space, env.action_space)
+    networks = ddpg.make_networks(env.observation_space, env.action_space, torch.device("cpu"))
     with SummaryWriter(tmp_path) as writer:
         return ddpg.train(args, networks, writer, str(tmp_path), None)["replay_buffer"]
 
