@@ -31,6 +31,7 @@ share a training seed. --common-seed gives every candidate the same seeds (commo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -38,6 +39,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -114,6 +116,9 @@ class Args:
     parallel_candidates: int = 1
     """candidates trained at once, each in a worker process: the Sobol candidates in rounds of this many,
     then as many proposals per Bayesian-optimization round (kriging believer); not with --warm-start"""
+    ray_address: str | None = None
+    """train the candidates as Ray tasks on this cluster ("auto", "host:port", "ray://host:port") instead of in local
+    worker processes; needs Ray (pip install -r benchmark/requirements.txt)"""
     acquisition: str = "ucb"  # ucb or ei (expected improvement)
     ucb_beta: float = 0.1  # beta of UCB = mu + sqrt(beta) sigma (0.1 as in the paper's code)
     acq_samples: int = 4096  # Sobol points on which the acquisition (and at the end the posterior mean) is evaluated
@@ -565,9 +570,11 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     check_range(args, ("ucb_beta",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     if ppo.cuda and not torch.cuda.is_available():
         fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
-    if args.warm_start and args.parallel_candidates > 1:
+    if args.ray_address and importlib.util.find_spec("ray") is None:
+        fail("--ray-address needs Ray (pip install -r benchmark/requirements.txt)")
+    if args.warm_start and (args.parallel_candidates > 1 or args.ray_address):
         fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
-             "(give --parallel-candidates 1)")
+             "or elsewhere (give --parallel-candidates 1 and no --ray-address)")
     check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
                        "acq_steps", "gp_iters", "parallel_candidates"), lambda v: v > 0, "a whole number > 0")
     check_range(ppo, ("num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0,
@@ -661,8 +668,11 @@ def train_candidate(args: Args, index: int, phi: list[float], run_dir: str) -> d
 def train_round(args: Args, todo: list[dict], history: list[dict], run_dir: str, writer: SummaryWriter,
                 bar: tqdm) -> Iterator[dict]:
     """Train the round's candidates ({index, phi}) and yield each record as it finishes: in this process
-    one after another, or with --parallel-candidates > 1 in as many worker processes. A worker that dies
-    loses only its own candidate, which is trained again (twice at most)."""
+    one after another, or with --parallel-candidates > 1 in as many worker processes, or with --ray-address
+    as Ray tasks. A worker that dies loses only its own candidate, which is trained again (twice at most)."""
+    if args.ray_address:
+        yield from train_on_ray(args, todo, run_dir, bar)
+        return
     if args.parallel_candidates == 1:
         for c in todo:
             yield run_candidate(args, c["index"], torch.tensor(c["phi"], dtype=torch.float64), history, run_dir,
@@ -682,6 +692,48 @@ def train_round(args: Args, todo: list[dict], history: list[dict], run_dir: str,
                 if attempts == 3:
                     raise
                 tqdm.write(f"a worker died; training candidates {[c['index'] for c in left]} again")
+
+
+def train_on_ray(args: Args, todo: list[dict], run_dir: str, bar: tqdm) -> Iterator[dict]:
+    """The round's candidates as Ray tasks (num_cpus=1) on the cluster at args.ray_address; each trains in a
+    scratch directory of its node and sends back its record and files, which are written into run_dir. The
+    nodes import this file and hopper_envs.py from the job's working directory; Ray runs a task again if its
+    worker dies (max_retries=2)."""
+    import ray  # a benchmark extra, imported only with --ray-address
+
+    if not ray.is_initialized():
+        code = tempfile.mkdtemp(prefix="bayrn-code-")
+        for module in (__file__, hopper_envs.__file__):
+            shutil.copy(module, code)
+        ray.init(address=args.ray_address, runtime_env={"working_dir": code}, log_to_driver=False,
+                 logging_level="ERROR")
+    task = ray.remote(num_cpus=1, max_retries=2)(train_candidate_files)
+    pending = {task.remote(args, c["index"], c["phi"]): c for c in todo}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        del pending[ref]
+        record, files = ray.get(ref)
+        for name, data in files.items():
+            os.makedirs(os.path.dirname(os.path.join(run_dir, name)), exist_ok=True)
+            with open(os.path.join(run_dir, name), "wb") as f:
+                f.write(data)
+        bar.update(args.inner_timesteps)
+        yield record
+
+
+def train_candidate_files(args: Args, index: int, phi: list[float]) -> tuple[dict, dict[str, bytes]]:
+    """train_candidate on a Ray node, in a scratch directory: (its record, {path in the run directory: bytes})."""
+    importlib.import_module("hopper_envs")  # registers the CustomHopper-* ids in the node's worker process
+    scratch = tempfile.mkdtemp(prefix="bayrn-candidate-")
+    try:
+        record, files = train_candidate(args, index, phi, scratch), {}
+        for folder, _, names in os.walk(scratch):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    files[os.path.relpath(os.path.join(folder, name), scratch)] = f.read()
+        return record, files
+    finally:
+        shutil.rmtree(scratch)
 
 
 def load_round(run_dir: str) -> list[dict]:
@@ -748,7 +800,7 @@ def reusable_search(args: Args) -> list[dict]:
     with open(path) as f:
         saved = json.load(f)
     final = {"final_timesteps", "final_init", "eval_episodes", "log_dir", "exp_name", "progress", "search_from",
-             "vector_env", "cuda"}  # vector_env, cuda: the same search either way
+             "vector_env", "cuda", "ray_address"}  # these give the same search
     current = flat_args(args)
     differ = [k for k, v in saved.items() if k not in final and v != current.get(k, v)]
     if differ:
@@ -768,7 +820,8 @@ def main(args: Args) -> dict:
         if not os.path.exists(saved):
             fail(f"cannot resume {args.resume}: no args.json there (pass a run directory of this script)")
         with open(saved) as f:
-            args = args_from_flat({**json.load(f), "resume": args.resume, "progress": args.progress})
+            args = args_from_flat({**json.load(f), "resume": args.resume, "progress": args.progress,
+                                   "ray_address": args.ray_address})  # resume on any cluster, or none
         run_dir = args.resume
     low, high = check_args(args)
     reused = reusable_search(args) if args.search_from else []

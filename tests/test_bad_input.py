@@ -124,6 +124,7 @@ BAD = [
     (["bayrn_hopper.py"], ["--target-episodes", "0"], "--target-episodes"),
     (["bayrn_hopper.py"], ["--parallel-candidates", "0"], "--parallel-candidates"),
     (["bayrn_hopper.py"], ["--warm-start", "--parallel-candidates", "2"], "cannot train at once"),
+    (["bayrn_hopper.py"], ["--warm-start", "--ray-address", "auto"], "cannot train at once"),
     (["bayrn_hopper.py"], ["--acquisition", "pi"], "unknown acquisition"),
     (["bayrn_hopper.py"], ["--ucb-beta", "-1"], "--ucb-beta"),
     (["bayrn_hopper.py"], ["--gp-iters", "0"], "--gp-iters"),

@@ -90,3 +90,23 @@ def test_transfer_py_on_ray_ships_the_checkpoint_its_evaluation_needs(cluster, t
     node_policy = job["node_command"][job["command"].index(policy)]
     assert node_policy.startswith(os.path.join(scratch, "inputs")) and node_policy.endswith("a2c-source-seed1.pt")
     assert job["node_command"][job["command"].index("--log-dir") + 1] == os.path.join(scratch, "job")
+
+
+def test_bayrn_candidates_as_ray_tasks_give_the_local_search(cluster, tmp_path):
+    address, env = cluster
+    tiny = ["--num-init", "2", "--iterations", "2", "--inner-timesteps", "1024", "--target-episodes", "1",
+            "--source-episodes", "1", "--eval-episodes", "1", "--gp-iters", "30", "--final-timesteps", "0",
+            "--parallel-candidates", "2", "--no-progress"]
+    histories = {}
+    for where, extra in (("local", []), ("ray", ["--ray-address", address])):
+        command = [sys.executable, str(ROOT / "bayrn_hopper.py"), *tiny, "--log-dir", str(tmp_path / where), *extra]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert result.returncode == 0, result.stderr
+        (run_dir,) = (tmp_path / where).iterdir()
+        records = [json.loads(line) for line in (run_dir / "bayrn_history.jsonl").read_text().splitlines()]
+        for r in records:  # every candidate's policy came back into the run directory
+            assert (run_dir / r["policy"]).is_file()
+        assert len(list(run_dir.glob("events.out.tfevents.*.candidate*"))) == 4
+        histories[where] = [{k: r[k] for k in ("index", "phi", "train_seed", "target_returns")} for r in records]
+    # two Sobol candidates, then two kriging-believer proposals: the same search on Ray as in local workers
+    assert histories["ray"] == histories["local"] and len(histories["ray"]) == 4
