@@ -53,69 +53,43 @@ OPTIMIZERS = ("rmsprop", "adam")
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for 64-unit networks"""
-    env_id: str = "Hopper-v4"
-    """gymnasium id of an environment with a Box or Discrete action space"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of training"""
-    learning_rate: float = 7e-4
-    """optimizer learning rate (start value when annealed)"""
-    num_envs: int = 8
-    """parallel environments"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environments
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads; 1 is fastest for 64-unit networks
+    env_id: str = "Hopper-v4"  # gymnasium id of an environment with a Box or Discrete action space
+    total_timesteps: int = 1_000_000  # total environment steps of training
+    learning_rate: float = 7e-4  # optimizer learning rate (start value when annealed)
+    num_envs: int = 8  # parallel environments
     vector_env: Literal["sync", "async"] = "sync"
     """sync: the envs step one after another in this process; async: one worker process per env
     (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
-    num_steps: int = 16
-    """steps per environment per update: the n of the n-step return"""
-    anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over training"""
-    optimizer: str = "rmsprop"
-    """rmsprop (the paper's) or adam"""
-    rmsprop_alpha: float = 0.99
-    """RMSProp smoothing constant (the paper's 0.99)"""
-    optimizer_eps: float = 1e-5
-    """epsilon of RMSProp / Adam"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 1.0
-    """GAE lambda; 1.0 gives the paper's n-step advantage"""
-    norm_adv: bool = False
-    """normalize advantages over each batch"""
-    norm_obs: bool = True
-    """normalize observations with running statistics (frozen and saved for evaluation)"""
-    norm_reward: bool = True
-    """scale rewards by the running std of the discounted return, then clip to +-10"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient (beta of the paper)"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes after training"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    num_steps: int = 16  # steps per environment per update: the n of the n-step return
+    anneal_lr: bool = True  # decay the learning rate linearly to 0 over training
+    optimizer: str = "rmsprop"  # rmsprop (the paper's) or adam
+    rmsprop_alpha: float = 0.99  # RMSProp smoothing constant (the paper's 0.99)
+    optimizer_eps: float = 1e-5  # epsilon of RMSProp / Adam
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 1.0  # GAE lambda; 1.0 gives the paper's n-step advantage
+    norm_adv: bool = False  # normalize advantages over each batch
+    norm_obs: bool = True  # normalize observations with running statistics (frozen and saved for evaluation)
+    norm_reward: bool = True  # scale rewards by the running std of the discounted return, then clip to +-10
+    ent_coef: float = 0.0  # entropy bonus coefficient (beta of the paper)
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clipping
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 10  # deterministic evaluation episodes after training
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt: weights, normalization, optimizer, global step"""
     eval_freq: int = 50_000
     """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 def fail(message: str) -> None:
@@ -275,7 +249,8 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float, norm_reward: bool,
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd | None, next_obs: np.ndarray,
                     num_steps: int) -> Rollout:
     """Run the policy for num_steps steps of every env from raw observations next_obs (N, obs_dim);
-    updates obs_rms (if any) with every observation it normalizes. envs autoreset in the same step."""
+    updates obs_rms (if any) with every observation it normalizes. envs autoreset in the same step.
+    The rollout is gathered in CPU memory and returned on the agent's device."""
     N, obs_dim = next_obs.shape
     space = envs.single_action_space
     obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
@@ -285,13 +260,13 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
     # The loop writes through numpy views of the same memory (cheaper than torch indexing per item).
     obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
         x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
-    episodes = []
+    episodes, device = [], next(agent.parameters()).device
     for step in range(num_steps):
         if obs_rms is not None:
             obs_rms.update(next_obs)
         normalized = normalize_obs(next_obs, obs_rms)
         obs_np[step] = normalized.numpy()
-        actions_np[step] = agent.act(normalized).numpy()
+        actions_np[step] = agent.act(normalized.to(device)).cpu().numpy()
         # The Gaussian sample is stored unclipped (its log-prob is exact); the env sees it clipped.
         env_action = actions_np[step] if agent.discrete else np.clip(actions_np[step], space.low, space.high)
         next_obs, reward, term, trunc, infos = envs.step(env_action)
@@ -300,8 +275,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
             final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
         for i in np.flatnonzero(infos.get("_episode", ())):
             episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
-    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
-                   next_obs, episodes)
+    tensors = (obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms))
+    return Rollout(*(x.to(device) for x in tensors), next_obs, episodes)
 
 
 @torch.no_grad()
@@ -349,7 +324,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: r
         obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
-            action = agent.act(normalize_obs(obs[None], obs_rms), deterministic=True)[0].numpy()
+            normalized = normalize_obs(obs[None], obs_rms).to(next(agent.parameters()).device)
+            action = agent.act(normalized, deterministic=True)[0].cpu().numpy()
             if not agent.discrete:
                 action = np.clip(action, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -378,6 +354,8 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
              "(give a multiple: every env steps the same number of times)")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -424,7 +402,7 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, train
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
     not fit (obs_dim, act_dim, discrete), or if `training` and it lacks the state to continue training."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape) if checkpoint["obs_rms"] else (obs_dim,)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
@@ -543,9 +521,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent = Agent(obs_dim, act_dim, discrete)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent = Agent(obs_dim, act_dim, discrete).to(device)
     obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
     if checkpoint:  # the checkpoint's normalization, whatever --norm-obs says
         agent.load_state_dict(checkpoint["agent"])
@@ -576,7 +557,7 @@ def main(args: Args) -> dict:
         "best_model": None,
     }
     if trained["best"]:
-        best_agent = Agent(obs_dim, act_dim, discrete)
+        best_agent = Agent(obs_dim, act_dim, discrete).to(device)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_rms = rms_from_tensors(trained["best"]["obs_rms"]) if trained["best"]["obs_rms"] else None
         best_returns = evaluate(best_agent, best_rms, args.env_id, final_seeds)

@@ -54,75 +54,46 @@ SURROGATES = ("clip", "adaptive-kl", "fixed-kl", "none")
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environments"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for 64-unit networks (measured: 2 threads gain nothing)"""
-    env_id: str = "Hopper-v4"
-    """gymnasium id of an environment with a Box action space"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of training"""
-    learning_rate: float = 3e-4
-    """Adam learning rate (start value when annealed)"""
-    num_envs: int = 1
-    """parallel environments"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environments
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads; 1 is fastest for 64-unit networks (measured: 2 threads gain nothing)
+    env_id: str = "Hopper-v4"  # gymnasium id of an environment with a Box action space
+    total_timesteps: int = 1_000_000  # total environment steps of training
+    learning_rate: float = 3e-4  # Adam learning rate (start value when annealed)
+    num_envs: int = 1  # parallel environments
     vector_env: Literal["sync", "async"] = "sync"
     """sync: the envs step one after another in this process; async: one worker process per env
     (gymnasium AsyncVectorEnv), so that --num-envs > 1 steps on several cores (same trajectories)"""
-    num_steps: int = 2048
-    """steps per environment per rollout"""
-    anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over training"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """GAE lambda"""
-    num_minibatches: int = 32
-    """minibatches per epoch; must divide num_envs * num_steps"""
-    update_epochs: int = 10
-    """epochs over each rollout"""
-    surrogate: str = "clip"
-    """policy objective: clip (Eq. 7), adaptive-kl or fixed-kl (Eq. 8), none (Eq. 6)"""
-    clip_coef: float = 0.2
-    """epsilon of the clipped surrogate"""
-    kl_beta: float = 1.0
-    """KL penalty coefficient beta (initial value for adaptive-kl)"""
-    kl_target: float = 0.01
-    """d_targ of the adaptive KL penalty"""
-    norm_adv: bool = True
-    """normalize advantages per minibatch"""
-    clip_vloss: bool = True
-    """clip the value loss around the rollout's values, with clip_coef"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping"""
-    target_kl: float | None = None
-    """stop the epochs of an update early once an epoch's mean KL exceeds this"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes after training"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    num_steps: int = 2048  # steps per environment per rollout
+    anneal_lr: bool = True  # decay the learning rate linearly to 0 over training
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE lambda
+    num_minibatches: int = 32  # minibatches per epoch; must divide num_envs * num_steps
+    update_epochs: int = 10  # epochs over each rollout
+    surrogate: str = "clip"  # policy objective: clip (Eq. 7), adaptive-kl or fixed-kl (Eq. 8), none (Eq. 6)
+    clip_coef: float = 0.2  # epsilon of the clipped surrogate
+    kl_beta: float = 1.0  # KL penalty coefficient beta (initial value for adaptive-kl)
+    kl_target: float = 0.01  # d_targ of the adaptive KL penalty
+    norm_adv: bool = True  # normalize advantages per minibatch
+    clip_vloss: bool = True  # clip the value loss around the rollout's values, with clip_coef
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clipping
+    target_kl: float | None = None  # stop the epochs of an update early once an epoch's mean KL exceeds this
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 10  # deterministic evaluation episodes after training
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt: weights, normalization, optimizer, global step, kl_beta"""
     eval_freq: int = 50_000
     """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 def fail(message: str) -> None:
@@ -284,7 +255,8 @@ def make_vector_env(env_id: str, num_envs: int, gamma: float,
 def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMeanStd, next_obs: np.ndarray,
                     num_steps: int) -> Rollout:
     """Run the Gaussian policy for num_steps steps of every env from raw observations next_obs
-    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step."""
+    (N, obs_dim); updates obs_rms with every observation it normalizes. envs autoreset in the same step.
+    The rollout is gathered in CPU memory and returned on the agent's device."""
     N, obs_dim = next_obs.shape
     obs, final_obs = torch.zeros((num_steps, N, obs_dim)), torch.zeros((num_steps, N, obs_dim))
     actions = torch.zeros((num_steps, N, envs.single_action_space.shape[0]))
@@ -294,13 +266,13 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
     obs_np, final_obs_np, actions_np, rewards_np, terminated_np, dones_np = (
         x.numpy() for x in (obs, final_obs, actions, rewards, terminated, dones))
     low, high = envs.single_action_space.low, envs.single_action_space.high
-    episodes = []
+    episodes, device = [], agent.actor_logstd.device
     for step in range(num_steps):
         obs_rms.update(next_obs)
         normalized = normalize_obs(next_obs, obs_rms)
         # a ~ N(mean, std): what agent.dist(normalized).sample() draws, without building a Normal
-        mean = agent.actor_mean(normalized)
-        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).numpy()
+        mean = agent.actor_mean(normalized.to(device))
+        actions_np[step] = torch.normal(mean, agent.actor_logstd.exp().expand_as(mean)).cpu().numpy()
         obs_np[step] = normalized.numpy()
         # The sample is stored unclipped (its log-prob is exact); only the env sees it clipped.
         next_obs, reward, term, trunc, infos = envs.step(np.clip(actions_np[step], low, high))
@@ -309,8 +281,8 @@ def collect_rollout(envs: gym.vector.VectorEnv, agent: Agent, obs_rms: RunningMe
             final_obs_np[step, i] = normalize_obs(infos["final_obs"][i][None], obs_rms)[0].numpy()
         for i in np.flatnonzero(infos.get("_episode", ())):
             episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
-    return Rollout(obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms),
-                   next_obs, episodes)
+    tensors = (obs, actions, rewards, terminated, dones, final_obs, normalize_obs(next_obs, obs_rms))
+    return Rollout(*(x.to(device) for x in tensors), next_obs, episodes)
 
 
 @torch.no_grad()
@@ -350,7 +322,7 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
     stats = []
     for epoch in range(update_epochs):
         epoch_kl = []
-        for mb in torch.randperm(batch_size).split(minibatch_size):
+        for mb in torch.randperm(batch_size, device=b_obs.device).split(minibatch_size):
             mb_obs = b_obs[mb]
             dist = agent.dist(mb_obs)
             logratio = dist.log_prob(b_actions[mb]).sum(-1) - b_logprobs[mb]
@@ -402,8 +374,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range,
         obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
-            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms))
-            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].numpy(), low, high))
+            mean = agent.actor_mean(normalize_obs(obs[None], obs_rms).to(agent.actor_logstd.device))
+            obs, reward, terminated, truncated, _ = env.step(np.clip(mean[0].cpu().numpy(), low, high))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -431,6 +403,8 @@ def check_args(args: Args) -> tuple[int, int]:
     if args.total_timesteps % args.num_envs:
         fail(f"--total-timesteps {args.total_timesteps} is not a multiple of --num-envs {args.num_envs} "
              "(give a multiple: every env steps the same number of times)")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -475,7 +449,7 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, training: bool) -> di
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
     not fit (obs_dim, act_dim), or if `training` and it lacks the state to continue training."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
@@ -571,9 +545,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent, obs_rms = Agent(obs_dim, act_dim), RunningMeanStd(shape=(obs_dim,))
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent, obs_rms = Agent(obs_dim, act_dim).to(device), RunningMeanStd(shape=(obs_dim,))
     if checkpoint:
         agent.load_state_dict(checkpoint["agent"])
         obs_rms = rms_from_tensors(checkpoint["obs_rms"])
@@ -603,7 +580,7 @@ def main(args: Args) -> dict:
         "best_model": None,
     }
     if trained["best"]:
-        best_agent = Agent(obs_dim, act_dim)
+        best_agent = Agent(obs_dim, act_dim).to(device)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_returns = evaluate(best_agent, rms_from_tensors(trained["best"]["obs_rms"]), args.env_id, final_seeds)
         result["best_model"] = {

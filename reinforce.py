@@ -53,62 +53,38 @@ BASELINES = ("none", "mean", "value")
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run directory"""
-    seed: int = 1
-    """seed of random, numpy, torch and the environment"""
-    torch_deterministic: bool = True
-    """make torch use deterministic algorithms"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for 64-unit networks"""
-    env_id: str = "Hopper-v4"
-    """gymnasium id of an environment with a Box or Discrete action space"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of training"""
-    learning_rate: float = 3e-3
-    """Adam learning rate of the policy (start value when annealed)"""
-    anneal_lr: bool = True
-    """decay both learning rates linearly to 0 over training"""
-    episodes_per_update: int = 5
-    """whole episodes per policy gradient step"""
-    gamma: float = 0.99
-    """discount factor of the reward-to-go"""
-    baseline: str = "value"
-    """subtracted from G_t: none, mean (of the batch), value (a learned V(s_t))"""
-    vf_learning_rate: float = 1e-3
-    """Adam learning rate of the value function (baseline value)"""
-    vf_epochs: int = 5
-    """epochs of value regression on each batch (baseline value)"""
-    vf_minibatch_size: int = 256
-    """samples per value minibatch (baseline value)"""
-    norm_adv: bool = True
-    """divide Phi_t by its batch std (scale only: the baseline decides what is subtracted)"""
-    norm_obs: bool = True
-    """normalize observations with running statistics (frozen and saved for evaluation)"""
-    norm_reward: bool = True
-    """scale rewards by the running std of the discounted return, then clip to +-10"""
-    ent_coef: float = 0.0
-    """entropy bonus coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping of each network's step"""
-    log_dir: str = "runs"
-    """where run directories are created"""
-    save_model: bool = True
-    """write model.pt into the run directory"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes after training"""
-    checkpoint: str | None = None
-    """load this model.pt and only evaluate it"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # name of this experiment, part of the run directory
+    seed: int = 1  # seed of random, numpy, torch and the environment
+    torch_deterministic: bool = True  # make torch use deterministic algorithms
+    torch_threads: int = 1  # torch CPU threads; 1 is fastest for 64-unit networks
+    env_id: str = "Hopper-v4"  # gymnasium id of an environment with a Box or Discrete action space
+    total_timesteps: int = 1_000_000  # total environment steps of training
+    learning_rate: float = 3e-3  # Adam learning rate of the policy (start value when annealed)
+    anneal_lr: bool = True  # decay both learning rates linearly to 0 over training
+    episodes_per_update: int = 5  # whole episodes per policy gradient step
+    gamma: float = 0.99  # discount factor of the reward-to-go
+    baseline: str = "value"  # subtracted from G_t: none, mean (of the batch), value (a learned V(s_t))
+    vf_learning_rate: float = 1e-3  # Adam learning rate of the value function (baseline value)
+    vf_epochs: int = 5  # epochs of value regression on each batch (baseline value)
+    vf_minibatch_size: int = 256  # samples per value minibatch (baseline value)
+    norm_adv: bool = True  # divide Phi_t by its batch std (scale only: the baseline decides what is subtracted)
+    norm_obs: bool = True  # normalize observations with running statistics (frozen and saved for evaluation)
+    norm_reward: bool = True  # scale rewards by the running std of the discounted return, then clip to +-10
+    ent_coef: float = 0.0  # entropy bonus coefficient
+    max_grad_norm: float = 0.5  # global gradient-norm clipping of each network's step
+    log_dir: str = "runs"  # where run directories are created
+    save_model: bool = True  # write model.pt into the run directory
+    eval_episodes: int = 10  # deterministic evaluation episodes after training
+    checkpoint: str | None = None  # load this model.pt and only evaluate it
     init_checkpoint: str | None = None
     """continue training from this model.pt: weights, normalization, optimizers, global step"""
     eval_freq: int = 50_000
     """environment steps between deterministic evaluations during training (0 = off); the best is kept"""
-    periodic_eval_episodes: int = 10
-    """episodes of each evaluation during training"""
+    periodic_eval_episodes: int = 10  # episodes of each evaluation during training
     capture_video: bool = False
     """record the evaluation episodes to <run>/videos (MP4; renders with MUJOCO_GL, default egl)"""
-    progress: bool = True
-    """show a progress bar when stderr is a terminal"""
+    progress: bool = True  # show a progress bar when stderr is a terminal
+    cuda: bool = False  # networks and updates on the GPU (torch.cuda); the environments stay on the CPU
 
 
 def fail(message: str) -> None:
@@ -274,15 +250,16 @@ def collect_episodes(env: gym.Env, agent: Agent, obs_rms: RunningMeanStd | None,
     normalization statistics stay fixed within the batch, so the stored observations are exactly
     the ones the policy saw (the caller updates obs_rms with raw_obs afterwards)."""
     raw_obs, batch_obs, batch_actions, batch_returns, finished, steps = [], [], [], [], [], 0
+    device = next(agent.parameters()).device  # the batch is returned on the agent's device
     for _ in range(episodes):
         ep_obs, ep_actions, ep_rewards, done = [], [], [], False
         while not done and steps < max_steps:
             raw_obs.append(obs)
-            normalized = normalize_obs(obs[None], obs_rms)
+            normalized = normalize_obs(obs[None], obs_rms).to(device)
             action = agent.act(normalized)[0]
             ep_obs.append(normalized[0])
             ep_actions.append(action)
-            action = action.numpy()
+            action = action.cpu().numpy()
             obs, reward, terminated, truncated, info = env.step(
                 action if agent.discrete else np.clip(action, env.action_space.low, env.action_space.high))
             ep_rewards.append(float(reward))
@@ -292,8 +269,10 @@ def collect_episodes(env: gym.Env, agent: Agent, obs_rms: RunningMeanStd | None,
                 finished.append((steps, float(info["episode"]["r"]), int(info["episode"]["l"])))
         # A termination ends the return; a truncation (time limit, or the budget running out)
         # only stops observing it: with a learned value the rest is estimated by V(s_T).
-        bootstrap = float(agent.value(normalize_obs(obs[None], obs_rms))[0]) if use_value and not terminated else 0.0
-        batch_returns.append(reward_to_go(torch.tensor(ep_rewards), gamma, bootstrap))
+        bootstrap = 0.0
+        if use_value and not terminated:
+            bootstrap = float(agent.value(normalize_obs(obs[None], obs_rms).to(device))[0])
+        batch_returns.append(reward_to_go(torch.tensor(ep_rewards), gamma, bootstrap).to(device))
         batch_obs.append(torch.stack(ep_obs))
         batch_actions.append(torch.stack(ep_actions))
         if done:
@@ -326,7 +305,7 @@ def reinforce_update(agent: Agent, optimizer: torch.optim.Optimizer, vf_optimize
     v_losses = []
     if use_value:  # fit V to the Monte-Carlo returns by regression (Sutton & Barto, Section 13.4)
         for _ in range(vf_epochs):
-            for mb in torch.randperm(len(b_returns)).split(vf_minibatch_size):
+            for mb in torch.randperm(len(b_returns), device=b_returns.device).split(vf_minibatch_size):
                 v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
                 vf_optimizer.zero_grad()
                 v_loss.backward()
@@ -358,7 +337,8 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: r
         obs, _ = env.reset(seed=seed)
         done, total = False, 0.0
         while not done:
-            action = agent.act(normalize_obs(obs[None], obs_rms), deterministic=True)[0].numpy()
+            normalized = normalize_obs(obs[None], obs_rms).to(next(agent.parameters()).device)
+            action = agent.act(normalized, deterministic=True)[0].cpu().numpy()
             if not agent.discrete:
                 action = np.clip(action, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -385,6 +365,8 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     check_range(args, ("eval_episodes", "eval_freq"), lambda v: v >= 0, "a whole number >= 0")
     if args.baseline not in BASELINES:
         fail(f"unknown baseline {args.baseline!r} (choose one of {', '.join(BASELINES)})")
+    if args.cuda and not torch.cuda.is_available():
+        fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
     if args.checkpoint and args.init_checkpoint:
         fail("--checkpoint evaluates, --init-checkpoint trains on (give one of them)")
     for path in (args.checkpoint, args.init_checkpoint):
@@ -433,7 +415,7 @@ def load_checkpoint(path: str, obs_dim: int, act_dim: int, discrete: bool, train
     """A model.pt / best_model.pt of this script as a dict; exits 2 if unreadable, if its networks do
     not fit (obs_dim, act_dim, discrete), or if `training` and it lacks the state to continue training."""
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a GPU run's file loads anywhere
         shapes = {k: tuple(v.shape) for k, v in checkpoint["agent"].items()}
         obs_shape = tuple(checkpoint["obs_rms"]["mean"].shape) if checkpoint["obs_rms"] else (obs_dim,)
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
@@ -533,9 +515,12 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.cuda and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS requires
     torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.set_num_threads(args.torch_threads)
-    agent = Agent(obs_dim, act_dim, discrete)
+    device = torch.device("cuda" if args.cuda else "cpu")
+    agent = Agent(obs_dim, act_dim, discrete).to(device)
     obs_rms = RunningMeanStd(shape=(obs_dim,)) if args.norm_obs else None
     if checkpoint:  # the checkpoint's normalization, whatever --norm-obs says
         agent.load_state_dict(checkpoint["agent"])
@@ -566,7 +551,7 @@ def main(args: Args) -> dict:
         "best_model": None,
     }
     if trained["best"]:
-        best_agent = Agent(obs_dim, act_dim, discrete)
+        best_agent = Agent(obs_dim, act_dim, discrete).to(device)
         best_agent.load_state_dict(trained["best"]["agent"])
         best_rms = rms_from_tensors(trained["best"]["obs_rms"]) if trained["best"]["obs_rms"] else None
         best_returns = evaluate(best_agent, best_rms, args.env_id, final_seeds)
