@@ -28,7 +28,7 @@ TRAINERS = EVERY[:-1]  # bayrn_hopper.py trains candidates, not one policy: no -
 ANNEALED = ["ppo_continuous.py", "trpo.py", "a2c.py", "udr_hopper.py", "bayrn_hopper.py"]  # use GAE
 PPO_LIKE = ["ppo_continuous.py", "udr_hopper.py", "bayrn_hopper.py"]
 LR = [s for s in EVERY if s != "trpo.py"]  # TRPO's policy step has no learning rate
-CUDA = ["trpo.py", "ddpg.py", "udr_hopper.py", "bayrn_hopper.py"]  # scripts with --cuda so far
+CUDA = EVERY  # every script takes --cuda
 
 # (scripts, arguments, words the error line must contain)
 BAD = [

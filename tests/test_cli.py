@@ -131,7 +131,7 @@ def test_capture_video_records_each_evaluation_episode(tmp_path):
     assert not (run_dir / "model.pt").exists() and not (run_dir / "best_model.pt").exists()
 
 
-CUDA_SCRIPTS = ["trpo.py", "ddpg.py"]  # grows as the scripts take --cuda
+CUDA_SCRIPTS = list(SCRIPTS)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this machine has none)")
