@@ -179,3 +179,31 @@ def test_same_seed_same_training_and_evaluating_during_training_changes_nothing(
     evaluated = training_curve(module, tmp_path / "c", eval_freq=1000, periodic_eval_episodes=2)
     assert evaluated == first
     assert training_curve(module, tmp_path / "d", eval_freq=0, seed=2) != first  # and the seed matters
+
+
+MUJOCO_V5 = ["Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5", "Swimmer-v5", "Reacher-v5",
+             "Pusher-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "HumanoidStandup-v5"]
+
+
+@pytest.mark.parametrize("module", [ppo_continuous, trpo, a2c, reinforce, ddpg], ids=lambda m: m.__name__)
+def test_every_mujoco_v5_id_is_accepted_with_its_own_sizes(module):
+    for env_id in MUJOCO_V5:
+        env = gym.make(env_id)
+        sizes = (env.observation_space.shape[0], env.action_space.shape[0])
+        env.close()
+        checked = module.check_args(module.Args(env_id=env_id))
+        if module is ddpg:  # ddpg returns the spaces themselves
+            checked = (checked[0].shape[0], checked[1].shape[0])
+        elif module in (a2c, reinforce):  # (obs_dim, act_dim, discrete)
+            checked = checked[:2]
+        assert checked == sizes, env_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", [ppo_continuous, trpo, a2c, reinforce, ddpg], ids=lambda m: m.__name__)
+def test_every_script_trains_and_evaluates_on_hopper_v5(module, tmp_path):
+    extra = {"learning_starts": 1536} if module is ddpg else {}
+    result = module.main(module.Args(env_id="Hopper-v5", total_timesteps=2048, eval_episodes=2, eval_freq=1024,
+                                     periodic_eval_episodes=1, log_dir=str(tmp_path), progress=False, **extra))
+    assert result["env_id"] == "Hopper-v5" and result["global_step"] == 2048 and len(result["returns"]) == 2
+    assert result["best_model"] is not None and all(r > 0 for r in result["returns"])  # Hopper pays ~1 per step alive
