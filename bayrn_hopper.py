@@ -570,11 +570,11 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     check_range(args, ("ucb_beta",), lambda v: 0 <= v < math.inf, "a finite number >= 0")
     if ppo.cuda and not torch.cuda.is_available():
         fail("--cuda: torch sees no CUDA device (drop --cuda, or install a CUDA build of torch)")
-    if args.ray_address and importlib.util.find_spec("ray") is None:
-        fail("--ray-address needs Ray (pip install -r benchmark/requirements.txt)")
     if args.warm_start and (args.parallel_candidates > 1 or args.ray_address):
         fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
              "or elsewhere (give --parallel-candidates 1 and no --ray-address)")
+    if args.ray_address and importlib.util.find_spec("ray") is None:
+        fail("--ray-address needs Ray (pip install -r benchmark/requirements.txt)")
     check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
                        "acq_steps", "gp_iters", "parallel_candidates"), lambda v: v > 0, "a whole number > 0")
     check_range(ppo, ("num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0,
@@ -699,14 +699,8 @@ def train_on_ray(args: Args, todo: list[dict], run_dir: str, bar: tqdm) -> Itera
     scratch directory of its node and sends back its record and files, which are written into run_dir. The
     nodes import this file and hopper_envs.py from the job's working directory; Ray runs a task again if its
     worker dies (max_retries=2)."""
-    import ray  # a benchmark extra, imported only with --ray-address
+    import ray
 
-    if not ray.is_initialized():
-        code = tempfile.mkdtemp(prefix="bayrn-code-")
-        for module in (__file__, hopper_envs.__file__):
-            shutil.copy(module, code)
-        ray.init(address=args.ray_address, runtime_env={"working_dir": code}, log_to_driver=False,
-                 logging_level="ERROR")
     task = ray.remote(num_cpus=1, max_retries=2)(train_candidate_files)
     pending = {task.remote(args, c["index"], c["phi"]): c for c in todo}
     while pending:
@@ -719,6 +713,21 @@ def train_on_ray(args: Args, todo: list[dict], run_dir: str, bar: tqdm) -> Itera
                 f.write(data)
         bar.update(args.inner_timesteps)
         yield record
+
+
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at `address` with this file and hopper_envs.py as the job's working directory, so
+    that its nodes can import them; exits 2 if there is no cluster there."""
+    import ray  # a benchmark extra, imported only with --ray-address
+
+    code = tempfile.mkdtemp(prefix="bayrn-code-")
+    for module in (__file__, hopper_envs.__file__):
+        shutil.copy(module, code)
+    try:
+        ray.init(address=address, runtime_env={"working_dir": code}, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        fail(f"--ray-address {address}: {str(e).splitlines()[0]} (start one with `ray start --head`, or give its "
+             "address)")
 
 
 def train_candidate_files(args: Args, index: int, phi: list[float]) -> tuple[dict, dict[str, bytes]]:
@@ -825,6 +834,8 @@ def main(args: Args) -> dict:
         run_dir = args.resume
     low, high = check_args(args)
     reused = reusable_search(args) if args.search_from else []
+    if args.ray_address:
+        connect_ray(args.ray_address)
     configure_torch(args)
     if not args.resume:
         run_dir = os.path.join(args.log_dir, f"CustomHopper-udr__{args.exp_name}__{args.seed}__{int(time.time())}")

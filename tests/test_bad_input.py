@@ -7,6 +7,8 @@ real command line, and the mistakes tyro itself catches (a word where a number g
 are checked to end without a traceback.
 """
 
+import importlib.util
+
 import pytest
 import torch
 import tyro
@@ -125,6 +127,7 @@ BAD = [
     (["bayrn_hopper.py"], ["--parallel-candidates", "0"], "--parallel-candidates"),
     (["bayrn_hopper.py"], ["--warm-start", "--parallel-candidates", "2"], "cannot train at once"),
     (["bayrn_hopper.py"], ["--warm-start", "--ray-address", "auto"], "cannot train at once"),
+    ([] if importlib.util.find_spec("ray") else ["bayrn_hopper.py"], ["--ray-address", "auto"], "needs Ray"),
     (["bayrn_hopper.py"], ["--acquisition", "pi"], "unknown acquisition"),
     (["bayrn_hopper.py"], ["--ucb-beta", "-1"], "--ucb-beta"),
     (["bayrn_hopper.py"], ["--gp-iters", "0"], "--gp-iters"),
