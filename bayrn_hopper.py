@@ -621,6 +621,7 @@ def configure_torch(args: Args) -> None:
 
 
 def device_of(args: Args) -> torch.device:
+    """Where the inner learner's networks live: cuda with --cuda, else the CPU."""
     return torch.device("cuda" if args.ppo.cuda else "cpu")
 
 
