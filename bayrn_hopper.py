@@ -31,7 +31,7 @@ share a training seed. --common-seed gives every candidate the same seeds (commo
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import multiprocessing
@@ -573,8 +573,6 @@ def check_args(args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     if args.warm_start and (args.parallel_candidates > 1 or args.ray_address):
         fail("--warm-start trains each candidate from the previous one, so candidates cannot train at once "
              "or elsewhere (give --parallel-candidates 1 and no --ray-address)")
-    if args.ray_address and importlib.util.find_spec("ray") is None:
-        fail("--ray-address needs Ray (pip install -r benchmark/requirements.txt)")
     check_range(args, ("num_init", "iterations", "inner_timesteps", "target_episodes", "acq_samples", "acq_restarts",
                        "acq_steps", "gp_iters", "parallel_candidates"), lambda v: v > 0, "a whole number > 0")
     check_range(ppo, ("num_envs", "num_steps", "num_minibatches", "update_epochs"), lambda v: v > 0,
@@ -700,8 +698,7 @@ def train_on_ray(args: Args, todo: list[dict], run_dir: str, bar: tqdm) -> Itera
     scratch directory of its node and sends back its record and files, which are written into run_dir. The
     nodes import this file and hopper_envs.py from the job's working directory; Ray runs a task again if its
     worker dies (max_retries=2)."""
-    import ray
-
+    ray = sys.modules["ray"]  # imported by connect_ray
     task = ray.remote(num_cpus=1, max_retries=2)(train_candidate_files)
     pending = {task.remote(args, c["index"], c["phi"]): c for c in todo}
     while pending:
@@ -718,9 +715,11 @@ def train_on_ray(args: Args, todo: list[dict], run_dir: str, bar: tqdm) -> Itera
 
 def connect_ray(address: str) -> None:
     """Join the Ray cluster at `address` with this file and hopper_envs.py as the job's working directory, so
-    that its nodes can import them; exits 2 if there is no cluster there."""
-    import ray  # a benchmark extra, imported only with --ray-address
-
+    that its nodes can import them; exits 2 if Ray is not installed or there is no cluster there."""
+    try:
+        import ray  # a benchmark extra, imported only with --ray-address
+    except ImportError:
+        fail("--ray-address needs Ray (pip install -r benchmark/requirements.txt)")
     code = tempfile.mkdtemp(prefix="bayrn-code-")
     for module in (__file__, hopper_envs.__file__):
         shutil.copy(module, code)
