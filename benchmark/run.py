@@ -68,6 +68,8 @@ class Args:
     """results file stem; default <algo>-<env-id>"""
     script_args: str = ""
     """more flags for our script, e.g. --script-args "--eval-freq 0" (not passed to the peer)"""
+    peer_args: str = ""
+    """more flags for the peer (benchmark/sb3_peer.py), e.g. --peer-args "--num-envs 8 --num-steps 256" """
     runs_dir: str = os.path.join(ROOT, "benchmark", "runs")
     """where each run's logs go (not committed)"""
     results_dir: str | None = None
@@ -83,7 +85,8 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
     if impl == "ours":
         script = os.path.join(ROOT, SCRIPTS[args.algo])
         return [sys.executable, script, "--no-progress", *common, *shlex.split(args.script_args)]
-    return [sys.executable, os.path.join(ROOT, "benchmark", "sb3_peer.py"), "--algo", args.algo, *common]
+    return [sys.executable, os.path.join(ROOT, "benchmark", "sb3_peer.py"), "--algo", args.algo, *common,
+            *shlex.split(args.peer_args)]
 
 
 def run_job(command: list[str], job_dir: str) -> dict:

@@ -63,6 +63,19 @@ def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
     assert f"median {ratio:.2f}" in line and "load average as each run started: " in line
 
 
+def test_peer_takes_our_number_of_envs_and_rollout_length(tmp_path):
+    pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
+    flags = ["--algo", "ppo", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "512", "--seed", "1",
+             "--eval-episodes", "1", "--num-envs", "2", "--num-steps", "128", "--vec-env", "subproc"]
+    result = run_benchmark("sb3_peer.py", *flags, "--log-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    # one Monitor file per env, and two rollouts of 2 x 128 steps
+    assert sorted(p.name for p in tmp_path.glob("*monitor.csv")) == ["0.monitor.csv", "1.monitor.csv"]
+    assert json.loads((tmp_path / "eval.json").read_text())["global_step"] == 512
+    bad = run_benchmark("sb3_peer.py", "--algo", "ddpg", "--num-steps", "8", "--log-dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and not (tmp_path / "bad").exists()
+
+
 def test_transfer_table_runs_every_row(tmp_path):
     flags = ["--total-timesteps", "2048", "--seeds", "1", "--eval-episodes", "2", "--name", "tiny", "--bayrn-init", "2",
              "--bayrn-iterations", "1"]
