@@ -233,6 +233,32 @@ def test_ddpg_profile_times_and_counts_each_part_and_prints_the_operators():
     assert "aten::addmm" in result.stdout  # the profile of the linear layers inside ddpg.update
 
 
+def test_ppo_profile_charges_each_function_to_who_spends_its_time(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import profile_ppo
+
+    site = "/usr/lib/python3.11/site-packages"
+    cases = {("~", "<built-in method mujoco._functions.mj_step>"): "simulator",
+             (f"{site}/gymnasium/envs/mujoco/hopper_v4.py", "is_healthy"): "simulator",
+             (f"{site}/gymnasium/wrappers/vector/stateful_reward.py", "step"): "gymnasium",
+             ("~", "<method 'run_backward' of 'torch._C._EngineBase' objects>"): "torch",
+             (f"{site}/torch/nn/modules/linear.py", "forward"): "torch",
+             ("~", "<method 'reduce' of 'numpy.ufunc' objects>"): "numpy",
+             ("/repo/ppo_continuous.py", "collect_rollout"): "script",
+             ("~", "<built-in method marshal.loads>"): "other"}
+    assert {k: profile_ppo.group_of(*k[:1], k[1], "/repo/ppo_continuous.py") for k in cases} == cases
+
+
+def test_ppo_profile_runs_the_script_under_cprofile_and_shares_add_up():
+    result = run_benchmark("profile_ppo.py", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "2048")
+    assert result.returncode == 0, result.stderr
+    rows = {cells[0]: cells for line in result.stdout.splitlines() if line.startswith("| ") and "%" in line
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    assert set(rows) == {"simulator", "gymnasium", "torch", "numpy", "script", "other"}
+    assert float(rows["simulator"][1]) > 0 and float(rows["script"][1]) > 0
+    assert abs(sum(int(r[2].rstrip("%")) for r in rows.values()) - 100) <= 3  # rounded shares
+
+
 def test_hopper_gif_reads_the_policy_from_the_checkpoint_file_alone(tmp_path):
     import importlib.util
 
