@@ -105,11 +105,13 @@ def _run_remote(words: list[tuple[str, str]], files: bytes) -> tuple[dict, bytes
     return result, buffer.getvalue()
 
 
-def run_job(command: list[str], job_dir: str) -> dict:
+def run_job(command: list[str], job_dir: str, resume: bool = False) -> dict:
     """run.run_job on the Ray cluster joined with connect(): the same job.json, the same job directory."""
     done = finished_job(job_dir)
     if done:
         return done
+    if not resume:
+        shutil.rmtree(job_dir, ignore_errors=True)
     words, inputs = portable(command, job_dir)
     result, files = ray.get(_run_remote.remote(words, bundle(job_dir, inputs)))
     staging = tempfile.mkdtemp(prefix="benchmark-job-")

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import warnings
@@ -89,12 +90,16 @@ def job_command(args: Args, impl: str, seed: int, log_dir: str) -> list[str]:
             *shlex.split(args.peer_args)]
 
 
-def run_job(command: list[str], job_dir: str) -> dict:
+def run_job(command: list[str], job_dir: str, resume: bool = False) -> dict:
     """Run one command to completion; record its start (Unix seconds), wall seconds and its own peak RSS
-    (MiB) in job.json. A job whose job.json says it exited 0 is not run again."""
+    (MiB) in job.json. A job whose job.json says it exited 0 is not run again. What an interrupted run
+    left in job_dir is removed first (its half-written run directory would be read as a second run),
+    unless resume: the command continues it (bayrn_hopper.py --resume)."""
     done = finished_job(job_dir)
     if done:
         return done
+    if not resume:
+        shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir, exist_ok=True)
     commit, load = git_commit(), os.getloadavg()[0]  # load: what else ran on the machine as this job began
     start = datetime.datetime.now().timestamp()

@@ -177,11 +177,11 @@ class Slots:
 _slots: dict[int, Slots] = {}
 
 
-def run(args: Args, cmd: list[str], job_dir: str, priority: int = 1) -> dict:
+def run(args: Args, cmd: list[str], job_dir: str, priority: int = 1, resume: bool = False) -> dict:
     """run_job with at most --jobs commands at once, evaluations (priority 0) before trainings (1);
     raises RuntimeError if the command failed."""
     with _slots.setdefault(args.jobs, Slots(args.jobs)).take(priority):
-        job = runner(args.ray_address)(cmd, job_dir)
+        job = runner(args.ray_address)(cmd, job_dir, resume)
     if job["returncode"] != 0:
         raise RuntimeError(f"{job_dir} exited with {job['returncode']} (see its output.log)")
     return job
@@ -324,7 +324,7 @@ def train_one(args: Args, key: tuple) -> dict:
     tune = seed in args.tune_seeds
     job_dir = os.path.join(args.runs_dir, args.name, label(algo, domain, scale, tune), f"seed{seed}")
     cmd = bayrn_command(args, seed, job_dir) if domain == "bayrn" else command(args, key, job_dir)
-    job = run(args, cmd, job_dir)
+    job = run(args, cmd, job_dir, resume=domain == "bayrn")  # bayrn_command continues a stopped search
     result = read_eval(job_dir)
     row = {"algo": algo, "train_domain": domain, "mass_scale": scale, "seed": seed,
            "purpose": "tune" if tune else "report"}

@@ -188,6 +188,35 @@ def test_transfer_resumes_a_stopped_bayrn_run_and_refuses_another_budget(tmp_pat
     assert fresh[fresh.index("--search-from") + 1] == str(searched)
 
 
+def test_a_job_run_again_starts_from_an_empty_directory_unless_it_resumes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import run
+    import transfer
+
+    for resume in (False, True):
+        job_dir = tmp_path / f"resume{resume}"
+        (job_dir / "Hopper-v4__ppo_continuous__1__1").mkdir(parents=True)  # what a killed run left
+        job = run.run_job([sys.executable, "-c", f"import os; print(sorted(os.listdir({str(job_dir)!r})))"],
+                          str(job_dir), resume=resume)
+        assert job["returncode"] == 0
+        assert ("Hopper-v4__ppo_continuous__1__1" in (job_dir / "output.log").read_text()) == resume
+    # the transfer table resumes BayRn searches only: every other row starts afresh
+    asked = {}
+
+    def fake_runner(address):
+        def fake_run_job(command, job_dir, resume=False):
+            asked[command[1].rsplit("/", 1)[-1]] = resume
+            raise RuntimeError("stop here")
+        return fake_run_job
+
+    monkeypatch.setattr(transfer, "runner", fake_runner)
+    args = transfer.Args(total_timesteps=2048, runs_dir=str(tmp_path / "runs"))
+    for key in (("udr_hopper", "bayrn", 7, None), ("udr_hopper", "source", 7, None)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            transfer.train_one(args, key)
+    assert asked == {"bayrn_hopper.py": True, "udr_hopper.py": False}
+
+
 def test_transfer_table_keeps_its_published_rows_when_the_runs_are_gone(tmp_path):
     # benchmark/runs/ is not committed: a table that grows over sessions must keep the rows it published.
     def table(*flags):
