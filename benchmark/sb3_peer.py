@@ -56,17 +56,18 @@ NUM_ENVS = {"ppo": 1, "trpo": 2, "a2c": 8, "ddpg": 1}  # as in each script's def
 NUM_STEPS = {"ppo": 2048, "trpo": 1024, "a2c": 16}
 
 
-def ppo(env, args: Args, n_steps: int) -> PPO:
+def ppo(env, args: Args) -> PPO:
     """SB3 PPO with ppo_continuous.py's defaults: 2048 x 1 env, 10 epochs of 32 minibatches (64
     samples: the batch / 32 for other sizes), linear lr 3e-4 -> 0, gamma 0.99, lambda 0.95, clip 0.2
     for policy and value, no entropy bonus, vf_coef 0.5, grad norm 0.5, separate 64-64 tanh nets,
     orthogonal init, log-std 0."""
+    n_steps = args.num_steps or NUM_STEPS["ppo"]
     return PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps * env.num_envs // 32, n_epochs=10,
                learning_rate=lambda f: 3e-4 * f, gamma=0.99, gae_lambda=0.95, clip_range=0.2, clip_range_vf=0.2,
                ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, seed=args.seed, device="cpu", policy_kwargs=POLICY)
 
 
-def trpo(env, args: Args, n_steps: int) -> TRPO:
+def trpo(env, args: Args) -> TRPO:
     """sb3-contrib TRPO with trpo.py's defaults: 1024 x 2 envs, 10 CG iterations, line search of 10
     steps x 0.8, value fn: 20 epochs of 16 minibatches (128: the batch / 16 for other sizes), Adam lr
     1e-3, gamma 0.99, lambda 0.95, normalized advantages, separate 64-64 tanh nets, log-std 0.
@@ -74,22 +75,24 @@ def trpo(env, args: Args, n_steps: int) -> TRPO:
     0.03 and damping 0.3 are its target_kl and cg_damping times act_dim (tests/test_trpo_vs_sb3.py
     checks the equivalence)."""
     act_dim = env.action_space.shape[0]
+    n_steps = args.num_steps or NUM_STEPS["trpo"]
     return TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_steps * env.num_envs // 16, learning_rate=1e-3,
                 gamma=0.99, gae_lambda=0.95, cg_max_steps=10, cg_damping=0.3 / act_dim,
                 line_search_shrinking_factor=0.8, line_search_max_iter=10, n_critic_updates=20,
                 target_kl=0.03 / act_dim, normalize_advantage=True, seed=args.seed, device="cpu", policy_kwargs=POLICY)
 
 
-def a2c(env, args: Args, n_steps: int) -> A2C:
+def a2c(env, args: Args) -> A2C:
     """SB3 A2C with a2c.py's defaults: 16 steps x 8 envs per update, RMSprop (alpha 0.99, eps 1e-5),
     linear lr 7e-4 -> 0, gamma 0.99, lambda 1 (n-step returns), no advantage normalization, no
     entropy bonus, vf_coef 0.5, grad norm 0.5, separate 64-64 tanh nets, orthogonal init, log-std 0."""
-    return A2C("MlpPolicy", env, n_steps=n_steps, learning_rate=lambda f: 7e-4 * f, gamma=0.99, gae_lambda=1.0,
+    return A2C("MlpPolicy", env, n_steps=args.num_steps or NUM_STEPS["a2c"], learning_rate=lambda f: 7e-4 * f,
+               gamma=0.99, gae_lambda=1.0,
                ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, use_rms_prop=True, rms_prop_eps=1e-5,
                normalize_advantage=False, seed=args.seed, device="cpu", policy_kwargs=POLICY)
 
 
-def ddpg(env, args: Args, n_steps: None) -> DDPG:
+def ddpg(env, args: Args) -> DDPG:
     """SB3 DDPG with ddpg.py's defaults: 256-256 ReLU actor and critic, Adam lr 3e-4, batch 256,
     buffer 1M, 25k random steps, one gradient step per env step, tau 0.005, gamma 0.99, Gaussian
     noise of std 0.1 x the action half-range; no observation or reward normalization."""
@@ -112,8 +115,7 @@ def main(args: Args) -> None:
     normalize = args.algo != "ddpg"  # ddpg.py normalizes neither observations nor rewards
     if normalize:
         env = VecNormalize(env, gamma=0.99, clip_obs=10.0, clip_reward=10.0)
-    make_model = {"ppo": ppo, "trpo": trpo, "a2c": a2c, "ddpg": ddpg}[args.algo]
-    model = make_model(env, args, args.num_steps or NUM_STEPS.get(args.algo))
+    model = {"ppo": ppo, "trpo": trpo, "a2c": a2c, "ddpg": ddpg}[args.algo](env, args)
     start = time.time()
     model.learn(total_timesteps=args.total_timesteps)
     train_seconds = time.time() - start
