@@ -1,7 +1,7 @@
 """Where an on-policy script's time goes: cProfile of one short training run, grouped by who spends it.
 
 The script runs as a user runs it (its command line, under `python -m cProfile`), so any version of it can
-be profiled: `--script` takes a path, e.g. an older commit's file from `git show <commit>:ppo_continuous.py`.
+be profiled: `--script` takes a path, e.g. ppo_continuous.py in a worktree of an older commit.
 Each function's own time (cProfile's tottime) goes to one group by the file it is defined in:
 - simulator: MuJoCo (the mujoco package and its C functions) and gymnasium's MuJoCo envs (mujoco/*.py);
 - gymnasium: everything else of gymnasium (wrappers, vector envs, spaces, utils);
@@ -13,8 +13,8 @@ cProfile adds a fixed cost per Python call, so Python-heavy groups look larger t
 time of the same command without the profiler is printed beside it. Runs go one at a time.
 
     python benchmark/profile_ppo.py
-    git show e208a80~1:ppo_continuous.py > /tmp/ppo_before.py
-    python benchmark/profile_ppo.py --script /tmp/ppo_before.py --script-args ""
+    git worktree add /tmp/before e208a80~1  # before the rollout was written through numpy views
+    python benchmark/profile_ppo.py --script /tmp/before/ppo_continuous.py --script-args ""
 """
 
 from __future__ import annotations
