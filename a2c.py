@@ -310,6 +310,37 @@ def a2c_loss(agent: Agent, obs, actions, advantages, returns, ent_coef: float, v
     return pg_loss - ent_coef * entropy + vf_coef * v_loss, pg_loss, v_loss, entropy
 
 
+def a2c_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, advantages: torch.Tensor,
+               returns: torch.Tensor, values: torch.Tensor, ent_coef: float, vf_coef: float, max_grad_norm: float,
+               norm_adv: bool, diagnostics: bool) -> dict[str, float]:
+    """ONE gradient step on the A2C loss of the whole rollout, its global norm clipped to max_grad_norm
+    (Algorithm S3's update of theta and theta_v, made synchronous). advantages, returns, values: (T, N).
+
+    Returns the TensorBoard scalars when `diagnostics` (else {}): the losses, and approx_kl =
+    E[(r - 1) - log r], how far this step moved the policy, and the critic's explained variance.
+    """
+    b_obs, b_actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
+    with torch.no_grad():  # pi_old(a|s), only when logged: the update does not need it
+        old_logprob = agent.dist(b_obs).log_prob(b_actions) if diagnostics else None
+    b_advantages, b_returns = advantages.flatten(), returns.flatten()
+    if norm_adv:
+        b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+    loss, pg_loss, v_loss, entropy = a2c_loss(agent, b_obs, b_actions, b_advantages, b_returns, ent_coef, vf_coef)
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+    optimizer.step()
+    if not diagnostics:
+        return {}
+    with torch.inference_mode():
+        logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
+        var_returns = b_returns.var()
+        explained_var = float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0 else math.nan
+    return {"losses/policy_loss": pg_loss.item(), "losses/value_loss": v_loss.item(),
+            "losses/entropy": entropy.item(), "losses/approx_kl": float((logratio.exp() - 1 - logratio).mean()),
+            "losses/explained_variance": explained_var}
+
+
 @torch.inference_mode()
 def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: range,
              video_dir: str | None = None) -> list[float]:
@@ -334,6 +365,22 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: r
         returns.append(total)
     env.close()
     return returns
+
+
+def keep_best(best: dict, returns: list[float], global_step: int, state: Callable[[], dict], writer: SummaryWriter,
+              path: str | None) -> dict:
+    """Log one periodic deterministic evaluation (eval/* tags, x = global_step) and return the best so far:
+    {"best": state() (a checkpoint dict), "best_step", "best_periodic_mean"} if the mean of `returns` beats
+    best["best_periodic_mean"] (then also saved to `path` unless it is None), else `best` unchanged."""
+    mean = float(np.mean(returns))
+    writer.add_scalar("eval/episodic_return", mean, global_step)
+    writer.add_scalar("eval/episodic_return_std", np.std(returns), global_step)
+    if mean <= best["best_periodic_mean"]:
+        return best
+    best = {"best": state(), "best_step": global_step, "best_periodic_mean": mean}
+    if path:
+        torch.save(best["best"], path)
+    return best
 
 
 def check_args(args: Args) -> tuple[int, int, bool]:
@@ -468,45 +515,19 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         iteration += 1
         advantages, returns, values = advantages_and_returns(agent, rollout, args.gamma, args.gae_lambda)
         log_now = iteration % log_every == 0 or global_step == final_step
-        b_obs, b_actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
-        with torch.no_grad():  # pi_old(a|s), only on the updates that are logged: the update does not need it
-            old_logprob = agent.dist(b_obs).log_prob(b_actions) if log_now else None
-
-        b_advantages, b_returns = advantages.flatten(), returns.flatten()
-        if args.norm_adv:
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        loss, pg_loss, v_loss, entropy = a2c_loss(agent, b_obs, b_actions, b_advantages, b_returns,
-                                                  args.ent_coef, args.vf_coef)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-        optimizer.step()
-
+        stats = a2c_update(agent, optimizer, rollout, advantages, returns, values, args.ent_coef, args.vf_coef,
+                           args.max_grad_norm, args.norm_adv, diagnostics=log_now)
         if log_now:
-            with torch.inference_mode():  # how far this one step moved the policy: E[(r - 1) - log r]
-                logratio = agent.dist(b_obs).log_prob(b_actions) - old_logprob
-                approx_kl = float((logratio.exp() - 1 - logratio).mean())
-                var_returns = b_returns.var()
-                explained_var = (float(1 - (b_returns - values.flatten()).var() / var_returns) if var_returns > 0
-                                 else float("nan"))
             sps = int((global_step - first_step) / (time.time() - start))
-            for tag, value in (("charts/learning_rate", lr), ("charts/SPS", sps),
-                               ("losses/policy_loss", pg_loss.item()), ("losses/value_loss", v_loss.item()),
-                               ("losses/entropy", entropy.item()),
-                               ("losses/approx_kl", approx_kl), ("losses/explained_variance", explained_var)):
+            for tag, value in {"charts/learning_rate": lr, "charts/SPS": sps, **stats}.items():
                 writer.add_scalar(tag, value, global_step)
             bar.update(global_step - first_step - bar.n)
             bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
-            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
-            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
-            if np.mean(eval_returns) > best["best_periodic_mean"]:
-                best = {"best": state(), "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
-                if args.save_model:
-                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
+            best = keep_best(best, evaluate(agent, obs_rms, args.env_id, periodic_seeds), global_step, state, writer,
+                             os.path.join(run_dir, "best_model.pt") if args.save_model else None)
     bar.close()
     envs.close()
     if args.save_model:

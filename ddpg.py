@@ -36,6 +36,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -221,6 +222,17 @@ def update(batch: tuple[torch.Tensor, ...], actor: Actor, critic: Critic, actor_
     return qf_loss.detach(), q.detach(), actor_loss
 
 
+@torch.inference_mode()
+def explore(actor: Actor, obs: np.ndarray, noise: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """a_t = mu(s_t) + N_t clipped to the action box (Lillicrap et al. 2015, Algorithm 1, "Select action").
+
+    obs: (obs_dim,) raw observation; noise: (act_dim,) in action units (N_t, already scaled to the
+    action range); low, high: (act_dim,) the bounds. Returns (act_dim,) float64.
+    """
+    action = actor(torch.from_numpy(obs.astype(np.float32))[None].to(actor.action_scale.device))[0].cpu().numpy()
+    return np.clip(action + noise, low, high)
+
+
 class OUNoise:
     """Ornstein-Uhlenbeck process dx = theta (0 - x) dt + sigma sqrt(dt) N(0, 1), dt = 1e-2, per
     action dimension; temporally correlated exploration (Lillicrap et al. 2015, Section 7)."""
@@ -257,6 +269,22 @@ def evaluate(actor: Actor, env_id: str, seeds: range, video_dir: str | None = No
         returns.append(total)
     env.close()
     return returns
+
+
+def keep_best(best: dict, returns: list[float], global_step: int, state: Callable[[], dict], writer: SummaryWriter,
+              path: str | None) -> dict:
+    """Log one periodic deterministic evaluation (eval/* tags, x = global_step) and return the best so far:
+    {"best": state() (a checkpoint dict), "best_step", "best_periodic_mean"} if the mean of `returns` beats
+    best["best_periodic_mean"] (then also saved to `path` unless it is None), else `best` unchanged."""
+    mean = float(np.mean(returns))
+    writer.add_scalar("eval/episodic_return", mean, global_step)
+    writer.add_scalar("eval/episodic_return_std", np.std(returns), global_step)
+    if mean <= best["best_periodic_mean"]:
+        return best
+    best = {"best": state(), "best_step": global_step, "best_periodic_mean": mean}
+    if path:
+        torch.save(best["best"], path)
+    return best
 
 
 def check_args(args: Args) -> tuple[gym.spaces.Box, gym.spaces.Box]:
@@ -340,6 +368,25 @@ def load_checkpoint(path: str, networks: dict[str, nn.Module], training: bool) -
     return checkpoint
 
 
+def restore_training(checkpoint: dict, path: str, actor_optimizer: torch.optim.Optimizer,
+                     critic_optimizer: torch.optim.Optimizer, replay_buffer: ReplayBuffer,
+                     learning_starts: int) -> tuple[int, int]:
+    """Continue from a model.pt at `path`: the optimizers' state, and replay_buffer.pt beside it if there.
+
+    Returns (first_step, updates_after): the checkpoint's global step, and the step after which updates
+    resume; without a saved buffer, the loaded policy (with noise, not uniform actions) first collects
+    learning_starts transitions to replay.
+    """
+    actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
+    critic_optimizer.load_state_dict(checkpoint["critic_optimizer"])
+    first_step = int(checkpoint["global_step"])
+    buffer_path = os.path.join(os.path.dirname(path), "replay_buffer.pt")
+    if not os.path.isfile(buffer_path):
+        return first_step, first_step + learning_starts
+    replay_buffer.load(torch.load(buffer_path, map_location="cpu", weights_only=True))
+    return first_step, first_step
+
+
 def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run_dir: str, resume: dict | None) -> dict:
     """DDPG's loop (Lillicrap et al. 2015, Algorithm 1) for args.total_timesteps steps, from `resume`
     (a checkpoint dict, its replay_buffer.pt too if given) if given. Updates the networks in place.
@@ -359,19 +406,14 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     first_step, updates_after = 0, args.learning_starts
     if resume:
-        actor_optimizer.load_state_dict(resume["actor_optimizer"])
-        critic_optimizer.load_state_dict(resume["critic_optimizer"])
-        first_step = updates_after = int(resume["global_step"])
-        buffer_path = os.path.join(os.path.dirname(args.init_checkpoint), "replay_buffer.pt")
-        if os.path.isfile(buffer_path):
-            replay_buffer.load(torch.load(buffer_path, map_location="cpu", weights_only=True))
-        else:  # no data to replay: the loaded policy (with noise, not uniform actions) fills the buffer first
-            updates_after += args.learning_starts
+        first_step, updates_after = restore_training(resume, args.init_checkpoint, actor_optimizer, critic_optimizer,
+                                                     replay_buffer, args.learning_starts)
     half_range = (high - low) / 2
     ou = OUNoise(act_dim, args.ou_theta, args.exploration_noise, rng) if args.noise == "ou" else None
     final_step = first_step + args.total_timesteps
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
     def checkpoint_state(global_step: int) -> dict:
         """Tensors and plain values only: networks, optimizers, global step, args."""
@@ -386,10 +428,8 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
         if not resume and global_step <= args.learning_starts:
             action = env.action_space.sample()
         else:
-            with torch.inference_mode():
-                action = actor(torch.from_numpy(obs.astype(np.float32))[None].to(device))[0].cpu().numpy()
             noise = ou() if ou else rng.normal(0.0, args.exploration_noise, act_dim)
-            action = np.clip(action + noise * half_range, low, high)
+            action = explore(actor, obs, noise * half_range, low, high)
         next_obs, reward, terminated, truncated, info = env.step(action)
         # next_obs is the true last observation even at a truncation (a single env does not autoreset).
         replay_buffer.add(obs, action, reward, next_obs, terminated)
@@ -411,25 +451,19 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
 
         if global_step % 1000 == 0 or global_step == final_step:
             sps = int((global_step - first_step) / (time.time() - start))
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/learning_rate", args.learning_rate, global_step)
+            scalars = {"charts/SPS": sps, "charts/learning_rate": args.learning_rate}
             if qf_loss is not None:
-                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
-                writer.add_scalar("losses/qf_values", q.mean().item(), global_step)
+                scalars |= {"losses/qf_loss": qf_loss.item(), "losses/qf_values": q.mean().item()}
             if actor_loss is not None:
-                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                scalars["losses/actor_loss"] = actor_loss.item()
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step)
             bar.update(1000 if global_step % 1000 == 0 else global_step % 1000)
             bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
         if args.eval_freq and (global_step % args.eval_freq == 0 or global_step == final_step):
-            seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
-            eval_returns = evaluate(actor, args.env_id, seeds)
-            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
-            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
-            if np.mean(eval_returns) > best["best_periodic_mean"]:
-                best = {"best": checkpoint_state(global_step), "best_step": global_step,
-                        "best_periodic_mean": float(np.mean(eval_returns))}
-                if args.save_model:
-                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
+            returns = evaluate(actor, args.env_id, periodic_seeds)
+            best = keep_best(best, returns, global_step, partial(checkpoint_state, global_step), writer,
+                             os.path.join(run_dir, "best_model.pt") if args.save_model else None)
     bar.close()
     env.close()
     if args.save_model:  # the buffer is data, not policy: it goes with the last model only

@@ -349,6 +349,22 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd | None, env_id: str, seeds: r
     return returns
 
 
+def keep_best(best: dict, returns: list[float], global_step: int, state: Callable[[], dict], writer: SummaryWriter,
+              path: str | None) -> dict:
+    """Log one periodic deterministic evaluation (eval/* tags, x = global_step) and return the best so far:
+    {"best": state() (a checkpoint dict), "best_step", "best_periodic_mean"} if the mean of `returns` beats
+    best["best_periodic_mean"] (then also saved to `path` unless it is None), else `best` unchanged."""
+    mean = float(np.mean(returns))
+    writer.add_scalar("eval/episodic_return", mean, global_step)
+    writer.add_scalar("eval/episodic_return_std", np.std(returns), global_step)
+    if mean <= best["best_periodic_mean"]:
+        return best
+    best = {"best": state(), "best_step": global_step, "best_periodic_mean": mean}
+    if path:
+        torch.save(best["best"], path)
+    return best
+
+
 def check_args(args: Args) -> tuple[int, int, bool]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim, discrete).
 
@@ -492,13 +508,8 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd | None, writer: Summ
         steps_taken = len(batch.returns)
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
-            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
-            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
-            if np.mean(eval_returns) > best["best_periodic_mean"]:
-                best = {"best": state(), "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
-                if args.save_model:
-                    torch.save(best["best"], os.path.join(run_dir, "best_model.pt"))
+            best = keep_best(best, evaluate(agent, obs_rms, args.env_id, periodic_seeds), global_step, state, writer,
+                             os.path.join(run_dir, "best_model.pt") if args.save_model else None)
         bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()

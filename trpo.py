@@ -415,6 +415,22 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, env_id: str, seeds: range,
     return returns
 
 
+def keep_best(best: dict, returns: list[float], global_step: int, state: Callable[[], dict], writer: SummaryWriter,
+              path: str | None) -> dict:
+    """Log one periodic deterministic evaluation (eval/* tags, x = global_step) and return the best so far:
+    {"best": state() (a checkpoint dict), "best_step", "best_periodic_mean"} if the mean of `returns` beats
+    best["best_periodic_mean"] (then also saved to `path` unless it is None), else `best` unchanged."""
+    mean = float(np.mean(returns))
+    writer.add_scalar("eval/episodic_return", mean, global_step)
+    writer.add_scalar("eval/episodic_return_std", np.std(returns), global_step)
+    if mean <= best["best_periodic_mean"]:
+        return best
+    best = {"best": state(), "best_step": global_step, "best_periodic_mean": mean}
+    if path:
+        torch.save(best["best"], path)
+    return best
+
+
 def check_args(args: Args) -> tuple[int, int]:
     """Exit 2 on bad input before anything is written; returns (obs_dim, act_dim) of the env."""
     check_range(args, ("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")
@@ -514,6 +530,9 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
     periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
 
+    def state() -> dict:
+        return checkpoint_state(agent, obs_rms, reward_rms.return_rms, vf_optimizer, global_step, args)
+
     start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
     bar = tqdm(total=args.total_timesteps, disable=not (args.progress and sys.stderr.isatty()), unit="step")
@@ -547,21 +566,14 @@ def train(args: Args, agent: Agent, obs_rms: RunningMeanStd, writer: SummaryWrit
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            eval_returns = evaluate(agent, obs_rms, args.env_id, periodic_seeds)
-            writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
-            writer.add_scalar("eval/episodic_return_std", np.std(eval_returns), global_step)
-            if np.mean(eval_returns) > best["best_periodic_mean"]:
-                state = checkpoint_state(agent, obs_rms, reward_rms.return_rms, vf_optimizer, global_step, args)
-                best = {"best": state, "best_step": global_step, "best_periodic_mean": float(np.mean(eval_returns))}
-                if args.save_model:
-                    torch.save(state, os.path.join(run_dir, "best_model.pt"))
+            best = keep_best(best, evaluate(agent, obs_rms, args.env_id, periodic_seeds), global_step, state, writer,
+                             os.path.join(run_dir, "best_model.pt") if args.save_model else None)
         bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     envs.close()
     if args.save_model:
-        torch.save(checkpoint_state(agent, obs_rms, reward_rms.return_rms, vf_optimizer, global_step, args),
-                   os.path.join(run_dir, "model.pt"))
+        torch.save(state(), os.path.join(run_dir, "model.pt"))
     return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
