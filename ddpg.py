@@ -461,8 +461,8 @@ def train(args: Args, networks: dict[str, nn.Module], writer: SummaryWriter, run
             bar.update(1000 if global_step % 1000 == 0 else global_step % 1000)
             bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
         if args.eval_freq and (global_step % args.eval_freq == 0 or global_step == final_step):
-            returns = evaluate(actor, args.env_id, periodic_seeds)
-            best = keep_best(best, returns, global_step, partial(checkpoint_state, global_step), writer,
+            eval_returns = evaluate(actor, args.env_id, periodic_seeds)
+            best = keep_best(best, eval_returns, global_step, partial(checkpoint_state, global_step), writer,
                              os.path.join(run_dir, "best_model.pt") if args.save_model else None)
     bar.close()
     env.close()

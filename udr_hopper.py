@@ -347,6 +347,22 @@ def evaluate(agent: Agent, obs_rms: RunningMeanStd, domain: str, seeds: range, b
             "episodes": len(returns), "returns": returns, "masses": masses}
 
 
+def keep_best(best: dict, returns: list[float], global_step: int, state: Callable[[], dict], writer: SummaryWriter,
+              path: str | None) -> dict:
+    """Log one periodic deterministic evaluation (eval/* tags, x = global_step) and return the best so far:
+    {"best": state() (a checkpoint dict), "best_step", "best_periodic_mean"} if the mean of `returns` beats
+    best["best_periodic_mean"] (then also saved to `path` unless it is None), else `best` unchanged."""
+    mean = float(np.mean(returns))
+    writer.add_scalar("eval/episodic_return", mean, global_step)
+    writer.add_scalar("eval/episodic_return_std", np.std(returns), global_step)
+    if mean <= best["best_periodic_mean"]:
+        return best
+    best = {"best": state(), "best_step": global_step, "best_periodic_mean": mean}
+    if path:
+        torch.save(best["best"], path)
+    return best
+
+
 def check_args(args: Args) -> tuple[dict | None, int, int]:
     """Exit 2 on bad input before anything is written; returns (the UDR mass bounds or None, obs_dim,
     act_dim) of the Hopper."""
@@ -439,6 +455,10 @@ def train(args: Args, bounds: dict | None, agent: Agent, obs_rms: RunningMeanStd
     minibatch_size = args.num_envs * args.num_steps // args.num_minibatches
     train_returns: deque[float] = deque(maxlen=100)
     best = {"best": None, "best_step": None, "best_periodic_mean": -math.inf}
+    periodic_seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
+
+    def state() -> dict:
+        return checkpoint_state(agent, obs_rms, reward_normalizer.return_rms, optimizer, global_step, args)
 
     start = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
@@ -476,22 +496,15 @@ def train(args: Args, bounds: dict | None, agent: Agent, obs_rms: RunningMeanStd
         steps_taken = num_steps * args.num_envs
         if args.eval_freq and (global_step // args.eval_freq > (global_step - steps_taken) // args.eval_freq
                                or global_step == final_step):
-            seeds = range(args.seed + 2 * 10**6, args.seed + 2 * 10**6 + args.periodic_eval_episodes)
-            evaluation = evaluate(agent, obs_rms, args.train_domain, seeds, bounds)
-            writer.add_scalar("eval/episodic_return", evaluation["mean"], global_step)
-            writer.add_scalar("eval/episodic_return_std", evaluation["std"], global_step)
-            if evaluation["mean"] > best["best_periodic_mean"]:
-                state = checkpoint_state(agent, obs_rms, reward_normalizer.return_rms, optimizer, global_step, args)
-                best = {"best": state, "best_step": global_step, "best_periodic_mean": evaluation["mean"]}
-                if args.save_model:
-                    torch.save(state, os.path.join(run_dir, "best_model.pt"))
+            eval_returns = evaluate(agent, obs_rms, args.train_domain, periodic_seeds, bounds)["returns"]
+            best = keep_best(best, eval_returns, global_step, state, writer,
+                             os.path.join(run_dir, "best_model.pt") if args.save_model else None)
         bar.update(steps_taken)
         bar.set_postfix(SPS=sps, ret=f"{train_returns[-1]:.0f}" if train_returns else "-")
     bar.close()
     envs.close()
     if args.save_model:
-        torch.save(checkpoint_state(agent, obs_rms, reward_normalizer.return_rms, optimizer, global_step, args),
-                   os.path.join(run_dir, "model.pt"))
+        torch.save(state(), os.path.join(run_dir, "model.pt"))
     return {"global_step": global_step, "train_returns": list(train_returns), **best}
 
 
