@@ -753,6 +753,32 @@ def load_round(run_dir: str) -> list[dict]:
         return json.load(f)
 
 
+def next_round(args: Args, history: list[dict], init: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+               run_dir: str) -> tuple[list[dict], GP | None]:
+    """The candidates ({"index", "phi", "acquisition"}) to train next and the GP that proposed them (None for
+    Sobol points): the unfinished rest of a round recorded in run_dir (a resumed search); else the next
+    q = --parallel-candidates of the num_init Sobol points `init` (num_init, 6); else q proposals of the
+    acquisition on a GP fitted to `history` (Algorithm 1 of Muratore et al. 2021; q > 1 by the kriging
+    believer). A new round is written to run_dir before it is trained."""
+    done = {r["index"] for r in history}
+    todo = [c for c in load_round(run_dir) if c["index"] not in done]  # a round that stopped part-way
+    if todo:
+        return todo, None
+    index, candidates = len(history), args.num_init + args.iterations
+    q = min(args.parallel_candidates, (args.num_init if index < args.num_init else candidates) - index)
+    gp = None
+    if index < args.num_init:
+        todo = [{"index": i, "phi": init[i].tolist(), "acquisition": None} for i in range(index, index + q)]
+    else:
+        gp, proposals = propose_round(history, q, low, high, args.acquisition, args.ucb_beta,
+                                      box_argmax(low, high, args), args.gp_iters, seed=args.seed + index)
+        todo = [{"index": index + j, "phi": phi.tolist(), "acquisition": value}
+                for j, (phi, value) in enumerate(proposals)]
+    with open(os.path.join(run_dir, ROUND), "w") as f:
+        json.dump(todo, f)
+    return todo, gp
+
+
 def log_candidate(writer: SummaryWriter, record: dict, acquisition: float | None, gp: GP | None) -> None:
     i = record["index"]
     writer.add_scalar("bayrn/target_return", record["target_return"], i)
@@ -854,22 +880,10 @@ def main(args: Args) -> dict:
                initial=len(history) * args.inner_timesteps, disable=not (args.progress and sys.stderr.isatty()))
     sobol = SobolEngine(len(low), scramble=True, seed=args.seed)
     init = repair(from_unit(sobol.draw(args.num_init, dtype=torch.float64), low, high))
-    while len(history) < candidates:
-        done, gp = {r["index"] for r in history}, None
-        todo = [c for c in load_round(run_dir) if c["index"] not in done]  # a round that stopped part-way
-        if not todo:
-            index = len(history)
-            q = min(args.parallel_candidates, (args.num_init if index < args.num_init else candidates) - index)
-            if index < args.num_init:
-                todo = [{"index": i, "phi": init[i].tolist(), "acquisition": None} for i in range(index, index + q)]
-            else:  # fit the GP to everything measured so far and maximize the acquisition
-                gp, proposals = propose_round(history, q, low, high, args.acquisition, args.ucb_beta,
-                                              box_argmax(low, high, args), args.gp_iters, seed=args.seed + index)
-                todo = [{"index": index + j, "phi": phi.tolist(), "acquisition": value}
-                        for j, (phi, value) in enumerate(proposals)]
-            with open(os.path.join(run_dir, ROUND), "w") as f:
-                json.dump(todo, f)
+    while len(history) < candidates:  # Algorithm 1 of Muratore et al. 2021
+        todo, gp = next_round(args, history, init, low, high, run_dir)  # phi: Sobol, then argmax of the acquisition
         acquisitions = {c["index"]: c["acquisition"] for c in todo}
+        # theta*(phi) by PPO on U(phi), then J_real(theta*(phi)) on target episodes (Eq. 6-7)
         for record in train_round(args, todo, history, run_dir, writer, bar):
             history.append(record)
             history.sort(key=lambda r: r["index"])
