@@ -281,16 +281,18 @@ def write_summary(rows: list[dict], commits: list[str], args: Args, name: str) -
         columns = ("train_return_last100", "train_return_best100", "eval_mean", "best_eval_mean", "sps", "wall_seconds")
         lines.append(f"| {impl} | " + " | ".join(mean_std([r[c] for r in mine]) for c in columns)
                      + f" | {max(r['peak_rss_mb'] for r in mine):.0f} |")
-    if len(impls) == 2 and args.paired:
-        ratios = [a["sps"] / b["sps"] for a, b in zip(rows[0::2], rows[1::2])]
+    if len(impls) == 2 and (args.paired or args.jobs == 1):
+        sps = {(r["impl"], r["seed"]): r["sps"] for r in rows}
+        ratios = [sps[impls[0], seed] / sps[impls[1], seed] for seed in args.seeds]
         loads = [r["loadavg_at_start"] for r in rows]
         load = "not recorded" if None in loads else ", ".join(f"{x:.1f}" for x in loads)
-        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed (ours and the peer of a seed run side by side, "
-                       f"under the same load): {', '.join(f'{r:.2f}' for r in ratios)}; "
-                       f"median {np.median(ratios):.2f}. "
-                       f"1-minute load average as each run started: {load}.")]
+        how = ("each run alone on the machine" if args.jobs == 1
+               else "ours and the peer of a seed run side by side, under the same load")
+        lines += ["", (f"SPS ratio ours / {impls[1]}, per seed ({how}): {', '.join(f'{r:.2f}' for r in ratios)}; "
+                       f"median {np.median(ratios):.2f}. 1-minute load average as each run started: {load}.")]
     elif len(impls) == 2:
-        lines += ["", "SPS here is measured while other runs share the machine; compare speed with a --paired run."]
+        lines += ["", ("SPS here is measured while other runs share the machine; compare speed with a --paired run "
+                       "or with --jobs 1.")]
     lines += ["", (f"Mean ± std over seeds; best 100 in a row = the highest mean of 100 consecutive training "
                    f"episodes; deterministic evaluation = {args.eval_episodes} episodes with frozen "
                    "observation normalization, of the last policy (model.pt) and of the best of the evaluations "

@@ -63,6 +63,25 @@ def test_paired_speed_run_reports_the_ratio_and_the_load_it_ran_under(tmp_path):
     assert f"median {ratio:.2f}" in line and "load average as each run started: " in line
 
 
+def test_sps_ratio_is_per_seed_and_says_how_the_runs_shared_the_machine(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import run
+
+    # rows in the order main() writes them (seed by seed), peer 2x slower on seed 1, 4x on seed 2
+    rows = [{"impl": impl, "seed": seed, "sps": sps, "loadavg_at_start": 0.5, "train_return_last100": 1.0,
+             "train_return_best100": 1.0, "eval_mean": 1.0, "best_eval_mean": None, "wall_seconds": 1.0,
+             "peak_rss_mb": 100.0} for seed, pair in ((1, (200, 100)), (2, (400, 100)))
+            for impl, sps in zip(("ours", "SB3 PPO"), pair)]
+    lines = {}
+    for jobs, paired in ((1, False), (2, True), (2, False)):
+        args = run.Args(seeds=[1, 2], peer=True, jobs=jobs, paired=paired, results_dir=str(tmp_path))
+        run.write_summary(rows, ["abc1234"], args, "s")
+        lines[jobs, paired] = (tmp_path / "s.md").read_text()
+    assert "per seed (each run alone on the machine): 2.00, 4.00; median 3.00" in lines[1, False]
+    assert "per seed (ours and the peer of a seed run side by side, under the same load): 2.00, 4.00" in lines[2, True]
+    assert "SPS ratio" not in lines[2, False] and "share the machine" in lines[2, False]
+
+
 def test_peer_takes_our_number_of_envs_and_rollout_length(tmp_path):
     pytest.importorskip("stable_baselines3", reason="benchmark extras: pip install -r benchmark/requirements.txt")
     flags = ["--algo", "ppo", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "512", "--seed", "1",
