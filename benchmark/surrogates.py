@@ -9,7 +9,9 @@ A setting's number is its normalized score averaged over environments and seeds.
 
 The paper: 7 MuJoCo tasks (v1), 1M steps, 3 seeds, 21 runs per setting, its own hyperparameters; here
 by default 3 tasks (v4), 500k steps, 3 seeds, ppo_continuous.py's defaults otherwise. Runs go through
-benchmark/run.py's job runner: finished runs are reused, so an interrupted comparison resumes.
+benchmark/run.py's job runner: finished runs are reused, so an interrupted comparison resumes; a run
+already in <results-dir>/<name>.csv with the same flags and steps is kept and not run again, so the
+comparison also resumes from a fresh clone (benchmark/runs is not committed).
 
     python benchmark/surrogates.py
     python benchmark/surrogates.py --env-ids Hopper-v4 --seeds 1 --total-timesteps 100000 --name quick
@@ -104,8 +106,10 @@ def main(args: Args) -> None:
             print(f"error: unknown env id {env_id!r} (see gymnasium.registry for the ids installed)", file=sys.stderr)
             sys.exit(2)
     random = {e: random_policy_return(e, args.random_episodes) for e in args.env_ids}
-    keys = [(s, e, seed) for e in args.env_ids for seed in args.seeds for s in SETTINGS]
-    rows, lock, failed = [], threading.Lock(), []
+    rows = recorded_rows(args)
+    done = {(r["setting"], r["env_id"], r["seed"]) for r in rows}
+    keys = [(s, e, seed) for e in args.env_ids for seed in args.seeds for s in SETTINGS if (s, e, seed) not in done]
+    lock, failed = threading.Lock(), []
 
     def one(key: tuple) -> None:
         setting, env_id, seed = key
@@ -132,6 +136,21 @@ def main(args: Args) -> None:
         sys.exit(f"error: runs failed: {', '.join(failed)} (see output.log in {args.runs_dir}/{args.name})")
     with open(os.path.join(args.results_dir, f"{args.name}.md")) as f:
         print(f.read())
+
+
+def recorded_rows(args: Args) -> list[dict]:
+    """The rows of <results-dir>/<name>.csv this comparison would run again (same setting flags,
+    environment in --env-ids, seed in --seeds, same --total-timesteps), typed as main() writes them."""
+    path = os.path.join(args.results_dir, f"{args.name}.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [{**r, "seed": int(r["seed"]), "total_timesteps": int(r["total_timesteps"]),
+                 "last100": float(r["last100"]), "random_policy": float(r["random_policy"]),
+                 "wall_seconds": float(r["wall_seconds"])} for r in csv.DictReader(f)]
+    return [r for r in rows if r["setting"] in SETTINGS and r["flags"] == shlex.join(SETTINGS[r["setting"]][0])
+            and r["env_id"] in args.env_ids and r["seed"] in args.seeds
+            and r["total_timesteps"] == args.total_timesteps]
 
 
 def write(rows: list[dict], random: dict[str, float], args: Args) -> None:

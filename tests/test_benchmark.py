@@ -377,6 +377,24 @@ def test_surrogates_normalizes_each_environment_from_the_random_policy_to_the_be
     assert surrogates.random_policy_return("Pendulum-v1", 2) < -100
 
 
+def test_surrogates_resumes_from_the_runs_its_csv_records(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
+    import surrogates
+
+    clip = "clipping, epsilon = 0.2"
+    flags = " ".join(surrogates.SETTINGS[clip][0])
+    rows = [{"setting": clip, "flags": f, "env_id": e, "seed": seed, "total_timesteps": steps, "last100": 5.0,
+             "random_policy": 0.0, "wall_seconds": 1.0, "commit": "abc"}
+            for f, e, seed, steps in [(flags, "A", 1, 10), (flags, "A", 2, 20), (flags, "B", 1, 10),
+                                      (flags, "A", 3, 10), ("--surrogate clip --clip-coef 0.25", "A", 2, 10)]]
+    args = surrogates.Args(env_ids=["A", "B"], seeds=[1, 2], total_timesteps=10, results_dir=str(tmp_path), name="t")
+    assert surrogates.recorded_rows(args) == []  # no csv yet
+    surrogates.write(rows, {"A": 0.0, "B": -1.0}, args)
+    # kept: same flags, steps, an environment and a seed asked for; the 20-step, seed-3 and other-flags rows are not
+    kept = surrogates.recorded_rows(args)
+    assert [(r["env_id"], r["seed"]) for r in kept] == [("A", 1), ("B", 1)] and kept[0] == rows[0]
+
+
 def test_time_to_return_reads_the_moving_mean_against_wall_clock_seconds(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
     import time_to_return as ttr
