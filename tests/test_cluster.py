@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,9 +22,10 @@ def cluster(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tmp_path_factory.mktemp("ray")
-    # token authentication as `ray start` sets it up; workers at normal priority (Ray's default niceness
-    # is 15, which starves them while other tests run)
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_worker_niceness="0")
+    # token authentication as `ray start` sets it up, with a token of this module's own (a fresh machine
+    # has no ~/.ray/auth_token, and `ray start` does not make one); workers at normal priority (Ray's
+    # default niceness is 15, which starves them while other tests run)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_worker_niceness="0")
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard", "false",
                     "--disable-usage-stats", "--temp-dir", str(temp)], env=env, check=True, capture_output=True,
