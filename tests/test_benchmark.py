@@ -357,13 +357,16 @@ def test_surrogates_normalizes_each_environment_from_the_random_policy_to_the_be
     monkeypatch.syspath_prepend(str(ROOT / "benchmark"))
     import surrogates
 
-    clip, none = "clipping, epsilon = 0.2", "no clipping or penalty"
+    clip, none, ablation = "clipping, epsilon = 0.2", "no clipping or penalty", "none, no grad-norm clipping"
     rows = [{"setting": s, "flags": "", "env_id": e, "seed": seed, "total_timesteps": 10, "last100": x,
              "random_policy": 0, "wall_seconds": 1, "commit": "abc"}
             for s, e, seed, x in [(clip, "A", 1, 90.0), (clip, "A", 2, 110.0), (none, "A", 1, 10.0),
-                                  (none, "A", 2, 30.0), (clip, "B", 1, -50.0), (none, "B", 1, -100.0)]]
+                                  (none, "A", 2, 30.0), (clip, "B", 1, -50.0), (none, "B", 1, -100.0),
+                                  (ablation, "A", 1, 300.0)]]
     random = {"A": 0.0, "B": -200.0}
     scores = surrogates.normalized(rows, random)
+    # the ablation (no paper score) beats every setting on A, but the scale stays the paper settings' best
+    assert scores[ablation, "A"] == pytest.approx([3.0])
     assert scores[clip, "A"] == pytest.approx([0.9, 1.1]) and scores[none, "A"] == pytest.approx([0.1, 0.3])
     assert scores[clip, "B"] == pytest.approx([1.0]) and scores[none, "B"] == pytest.approx([2 / 3])
     args = surrogates.Args(env_ids=["A", "B"], seeds=[1, 2], results_dir=str(tmp_path), name="t")
@@ -372,7 +375,8 @@ def test_surrogates_normalizes_each_environment_from_the_random_policy_to_the_be
     table = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines
              if line.startswith("| ") and "setting" not in line}
     assert table[clip][3] == "1.00" and table[clip][4] == "0.82 |" and table[none][3] == f"{(0.4 + 2 / 3) / 3:.2f}"
-    assert table[none][1] == "0.20 (0.10, 0.30)" and "Partial: 6 of 32 runs" in (tmp_path / "t.md").read_text()
+    assert table[none][1] == "0.20 (0.10, 0.30)" and "Partial: 7 of 40 runs" in (tmp_path / "t.md").read_text()
+    assert table[ablation][1] == "3.00 (3.00)" and table[ablation][2] == "-" and table[ablation][4] == "- |"
     # the random policy of a real environment: Pendulum's reward is never positive
     assert surrogates.random_policy_return("Pendulum-v1", 2) < -100
 
