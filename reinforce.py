@@ -390,17 +390,13 @@ def check_args(args: Args) -> tuple[int, int, bool]:
             fail(f"cannot load checkpoint {path}: no such file (pass a model.pt written by this script)")
     if os.path.exists(args.log_dir) and not os.path.isdir(args.log_dir):
         fail(f"--log-dir {args.log_dir} is a file (pass a directory)")
-    module, _, env_name = args.env_id.rpartition(":")
-    if module:  # "my_module:MyEnv-v0", as gymnasium.make reads it: importing my_module registers MyEnv-v0
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            fail(f"--env-id {args.env_id}: cannot import {module} ({e}; put {module}.py on PYTHONPATH)")
-    if env_name not in gym.registry:
-        fail(f"unknown env id {args.env_id!r} (see gymnasium.registry for the ids installed)")
     with warnings.catch_warnings():  # a probe only; the training env warns about old versions itself
         warnings.simplefilter("ignore")
-        env = make_env(args.env_id)
+        try:  # gymnasium.make("my_module:MyEnv-v0") imports my_module first, which registers MyEnv-v0
+            env = make_env(args.env_id)
+        except (ImportError, gym.error.Error) as e:  # unknown id or module, a missing dependency of the env
+            fail(f"cannot make --env-id {args.env_id}: {str(e).splitlines()[0]} (see gymnasium.registry for the "
+                 "installed ids; the module of a my_module:MyEnv-v0 id must be on PYTHONPATH)")
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     if not isinstance(act_space, (gym.spaces.Box, gym.spaces.Discrete)) or (

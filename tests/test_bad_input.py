@@ -69,10 +69,12 @@ BAD = [
     (TRAINERS, ["--checkpoint", "README.md"], "cannot load checkpoint"),  # a file, but not a checkpoint
     (TRAINERS, ["--checkpoint", "tests"], "cannot load checkpoint"),  # a directory
     (EVERY, ["--log-dir", "README.md"], "is a file"),
-    (GYM_ENVS, ["--env-id", "NoSuchEnv-v0"], "unknown env id"),
-    (GYM_ENVS, ["--env-id", "hopper-v4"], "unknown env id"),
-    (GYM_ENVS, ["--env-id", "no_such_module:MyEnv-v0"], "cannot import no_such_module"),
-    (GYM_ENVS, ["--env-id", "json:MyEnv-v0"], "unknown env id"),  # the module imports, registers nothing
+    (GYM_ENVS, ["--env-id", "NoSuchEnv-v0"], "`NoSuchEnv` doesn't exist"),
+    (GYM_ENVS, ["--env-id", "hopper-v4"], "Did you mean: `Hopper`?"),  # gymnasium's hint reaches the user
+    (GYM_ENVS, ["--env-id", "CartPole-v9"], "version `v9`"),
+    (GYM_ENVS, ["--env-id", "no_such_module:MyEnv-v0"], "No module named 'no_such_module'"),
+    (GYM_ENVS, ["--env-id", "json:MyEnv-v0"], "`MyEnv` doesn't exist"),  # the module imports, registers nothing
+    ([] if importlib.util.find_spec("Box2D") else GYM_ENVS, ["--env-id", "CarRacing-v3"], "Box2D is not installed"),
     (["ppo_continuous.py", "trpo.py", "ddpg.py"], ["--env-id", "CartPole-v1"], "Discrete"),
     (["a2c.py", "reinforce.py"], ["--env-id", "Blackjack-v1"], "observations"),
     (["ppo_continuous.py"], ["--surrogate", "trust-me"], "unknown surrogate"),
